@@ -1,0 +1,322 @@
+"""The job and result file formats: the one contract between the coordinator and the worker.
+
+Both halves import this module, so a field is defined, validated and written in one place.
+Job files are read by the worker; result files are written by the worker and validated by the
+coordinator. Every path inside a job is relative to the rig's work directory and may not leave it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker import VERSION
+
+JOB_FORMAT = 1
+RESULT_FORMAT = 1
+JOB_KIND = "step2_trial"
+DATA_ROLES = ("survivors", "train_history", "holdout_history")
+STATUSES = ("success", "error")
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TRIAL_ID = re.compile(r"^trial_\d{4,}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ContractError(ValueError):
+    """A job or result file that breaks the contract; the message names the file and field."""
+
+    def __init__(self, source: str | os.PathLike[str], field: str, problem: str):
+        self.source, self.field, self.problem = str(source), field, problem
+        super().__init__(f"{source}: field '{field}': {problem}")
+
+
+@dataclass(frozen=True)
+class DataRef:
+    path: str  # relative to the work directory
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Job:
+    study: str
+    run_id: str
+    trial_id: str
+    attempt: int
+    timeout_s: float
+    code_hash: str
+    prng_type: str
+    mod: int
+    sample_size: int
+    data: dict[str, DataRef]
+    params: dict[str, Any]
+
+    @property
+    def trial_number(self) -> int:
+        return int(self.params["optuna_trial_number"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": JOB_FORMAT,
+            "kind": JOB_KIND,
+            "study": self.study,
+            "run_id": self.run_id,
+            "trial_id": self.trial_id,
+            "attempt": self.attempt,
+            "timeout_s": self.timeout_s,
+            "code_hash": self.code_hash,
+            "prng": {"type": self.prng_type, "mod": self.mod},
+            "sample_size": self.sample_size,
+            "data": {role: {"path": ref.path, "sha256": ref.sha256} for role, ref in self.data.items()},
+            "params": dict(self.params),
+        }
+
+
+def trial_id(number: int) -> str:
+    return f"trial_{number:04d}"
+
+
+def job_path(study: str, tid: str) -> str:
+    """Where a trial's job file lives, relative to a work directory (head or rig)."""
+    return f"jobs/{study}/{tid}.json"
+
+
+def result_path(run_id: str, tid: str, attempt: int) -> str:
+    """Where an attempt writes its result: scoped to the run and the attempt, so stale or late files
+    from another run or attempt can never be mistaken for this one."""
+    return f"results/{run_id}/{tid}.a{attempt}.json"
+
+
+def safe_relpath(source: str | os.PathLike[str], field: str, value: Any) -> str:
+    """A relative path that stays inside its root: no absolute paths, no '..', no odd characters."""
+    if not isinstance(value, str) or not value:
+        raise ContractError(source, field, "must be a non-empty relative path")
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ContractError(source, field, f"path {value!r} must stay inside the work directory")
+    if not all(_SAFE_NAME.match(p) for p in parts):
+        raise ContractError(source, field, f"path {value!r} has characters outside [A-Za-z0-9_.-]")
+    return value
+
+
+def resolve_inside(root: Path, rel: str) -> Path:
+    """Join a checked relative path to root and make sure symlinks do not lead out of it."""
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise ContractError(rel, "path", f"resolves outside the work directory {root}")
+    return full
+
+
+def _get(source: Any, obj: dict[str, Any], field: str, kind: type | tuple[type, ...], prefix: str = "") -> Any:
+    name = prefix + field
+    if field not in obj:
+        raise ContractError(source, name, "is missing")
+    value = obj[field]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ContractError(source, name, f"must be {_kind_name(kind)}, got a boolean")
+    if not isinstance(value, kind):
+        raise ContractError(source, name, f"must be {_kind_name(kind)}, got {type(value).__name__}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({int: "an integer", float: "a number", str: "a string", dict: "an object",
+                        list: "a list", bool: "a boolean"}.get(k, k.__name__) for k in kinds)
+
+
+def _name(source: Any, obj: dict[str, Any], field: str, pattern: re.Pattern[str] = _SAFE_NAME) -> str:
+    value = _get(source, obj, field, str)
+    if not pattern.match(value):
+        raise ContractError(source, field, f"{value!r} is not a valid name ({pattern.pattern})")
+    return value
+
+
+def parse_job(obj: Any, source: str | os.PathLike[str] = "<job>") -> Job:
+    """Validate a decoded job file. Names and paths are checked so no field can leave the work
+    directory or reach a shell; the trial's science checks its own parameters."""
+    if not isinstance(obj, dict):
+        raise ContractError(source, "<root>", "a job file must hold a JSON object")
+    if _get(source, obj, "format", int) != JOB_FORMAT:
+        raise ContractError(source, "format", f"unsupported job format {obj['format']} (this worker reads {JOB_FORMAT})")
+    if _get(source, obj, "kind", str) != JOB_KIND:
+        raise ContractError(source, "kind", f"{obj['kind']!r} is not {JOB_KIND!r}")
+    params = _get(source, obj, "params", dict)
+    number = _get(source, params, "optuna_trial_number", int, "params.")
+    if number < 0:
+        raise ContractError(source, "params.optuna_trial_number", "must be >= 0")
+    tid = _name(source, obj, "trial_id", _TRIAL_ID)
+    if tid != trial_id(number):
+        raise ContractError(source, "trial_id", f"{tid!r} does not match optuna_trial_number {number}")
+    attempt = _get(source, obj, "attempt", int)
+    if attempt < 1:
+        raise ContractError(source, "attempt", "must be >= 1")
+    timeout_s = float(_get(source, obj, "timeout_s", (int, float)))
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise ContractError(source, "timeout_s", "must be a positive number of seconds")
+    code = _get(source, obj, "code_hash", str)
+    if not _SHA256.match(code):
+        raise ContractError(source, "code_hash", "must be a sha256 hex digest")
+    prng = _get(source, obj, "prng", dict)
+    prng_type = _get(source, prng, "type", str, "prng.")
+    mod = _get(source, prng, "mod", int, "prng.")
+    if mod < 2:
+        raise ContractError(source, "prng.mod", f"must be >= 2, got {mod}")
+    sample_size = _get(source, obj, "sample_size", int)
+    if sample_size < 2:
+        raise ContractError(source, "sample_size", f"must be >= 2, got {sample_size}")
+    data_obj = _get(source, obj, "data", dict)
+    data = {}
+    for role in DATA_ROLES:
+        ref = _get(source, data_obj, role, dict, "data.")
+        path = safe_relpath(source, f"data.{role}.path", ref.get("path"))
+        digest = _get(source, ref, "sha256", str, f"data.{role}.")
+        if not _SHA256.match(digest):
+            raise ContractError(source, f"data.{role}.sha256", "must be a sha256 hex digest")
+        data[role] = DataRef(path, digest)
+    return Job(
+        study=_name(source, obj, "study"),
+        run_id=_name(source, obj, "run_id"),
+        trial_id=tid,
+        attempt=attempt,
+        timeout_s=timeout_s,
+        code_hash=code,
+        prng_type=prng_type,
+        mod=mod,
+        sample_size=sample_size,
+        data=data,
+        params=dict(params),
+    )
+
+
+def load_job(path: str | os.PathLike[str]) -> Job:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ContractError(path, "<file>", f"cannot read job file: {exc.strerror or exc}") from exc
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(path, "<file>", f"not valid JSON: {exc}") from exc
+    return parse_job(obj, path)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def make_result(
+    job: Job,
+    *,
+    accuracy: float | None,
+    error: str | None,
+    device: str = "",
+    sample_indices: list[int] | None = None,
+    timings: dict[str, float] | None = None,
+    diagnostics: dict[str, Any] | None = None,
+    code_hash: str = "",
+) -> dict[str, Any]:
+    """A result record. A success carries a finite accuracy; an error carries None, never a number
+    that could be mistaken for a measured value."""
+    status = "error" if error is not None else "success"
+    if status == "success" and (accuracy is None or not math.isfinite(accuracy)):
+        raise ValueError("a successful result needs a finite accuracy")
+    return {
+        "format": RESULT_FORMAT,
+        "study": job.study,
+        "run_id": job.run_id,
+        "trial_id": job.trial_id,
+        "optuna_trial_number": job.trial_number,
+        "attempt": job.attempt,
+        "params": job.params,
+        "status": status,
+        "accuracy": accuracy if status == "success" else None,
+        "error": error,
+        "hostname": socket.gethostname(),
+        "device": device,
+        "timestamp": _now(),
+        "sample_indices": sample_indices,
+        "timings": timings or {},
+        "diagnostics": diagnostics or {},
+        "worker_version": VERSION,
+        "code_hash": code_hash,
+    }
+
+
+def validate_result(obj: Any, source: str, *, run_id: str, tid: str, attempt: int) -> dict[str, Any]:
+    """Check a fetched result belongs to this run, trial and attempt and is internally consistent.
+    Returns it unchanged; raises ContractError naming the field otherwise."""
+    if not isinstance(obj, dict):
+        raise ContractError(source, "<root>", "a result file must hold a JSON object")
+    if _get(source, obj, "format", int) != RESULT_FORMAT:
+        raise ContractError(source, "format", f"unsupported result format {obj['format']}")
+    for field, want in (("run_id", run_id), ("trial_id", tid), ("attempt", attempt)):
+        got = obj.get(field)
+        if got != want:
+            raise ContractError(source, field, f"is {got!r}, expected {want!r} (a stale or foreign result)")
+    status = _get(source, obj, "status", str)
+    if status not in STATUSES:
+        raise ContractError(source, "status", f"{status!r} is not one of {STATUSES}")
+    accuracy = obj.get("accuracy")
+    if status == "success":
+        if isinstance(accuracy, bool) or not isinstance(accuracy, int | float) or not math.isfinite(accuracy):
+            raise ContractError(source, "accuracy", f"a success needs a finite number, got {accuracy!r}")
+        if not -1.0 <= accuracy <= 1.0:
+            raise ContractError(source, "accuracy", f"{accuracy} is outside the Spearman range [-1, 1]")
+    else:
+        if accuracy is not None:
+            raise ContractError(source, "accuracy", "an error result must not carry an accuracy")
+        _get(source, obj, "error", str)
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, mode: int = 0o644) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then rename: readers see the old
+    file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_files(package_dir: Path) -> list[Path]:
+    """The files that make up the worker's code: what is pushed to rigs and hashed."""
+    return sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def code_hash(package_dir: Path | None = None) -> str:
+    """sha256 over the worker package's relative paths and contents. The coordinator stamps it on
+    every job; the worker refuses a job whose hash is not its own, so stale code cannot run."""
+    package_dir = package_dir or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in code_files(package_dir):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
