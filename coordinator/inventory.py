@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +110,22 @@ def _rig(path: Path, index: int, raw: Any) -> Rig:
         raise InventoryError(f"{label}: key 'port' must be 1..65535")
     if raw.get("stagger_s", 0) < 0 or raw.get("connect_timeout_s", 10) <= 0:
         raise InventoryError(f"{label}: 'stagger_s' must be >= 0 and 'connect_timeout_s' > 0")
+    python, workdir = raw["python"], raw["workdir"]
+    if local:  # the head's relative paths are relative to the inventory file, not to the caller's cwd
+        python = _beside(path, python) if "/" in python else python
+        workdir = _beside(path, workdir)
     return Rig(
-        name=raw["name"], python=raw["python"], workdir=raw["workdir"], slots=slots, gpus=tuple(gpus),
+        name=raw["name"], python=python, workdir=workdir, slots=slots, gpus=tuple(gpus),
         gpu_env=gpu_env, env=dict(env), stagger_s=float(raw.get("stagger_s", 0.0)), local=local,
         host=raw.get("host", ""), port=port, user=raw.get("user", ""),
         identity_file=raw.get("identity_file"), known_hosts=raw.get("known_hosts", DEFAULT_KNOWN_HOSTS),
         connect_timeout_s=float(raw.get("connect_timeout_s", 10.0)),
     )
+
+
+def _beside(inventory: Path, value: str) -> str:
+    expanded = Path(value).expanduser()
+    return os.path.abspath(inventory.parent / expanded)  # abspath: a venv python is a symlink to keep
 
 
 def parse_inventory(text: str, path: Path) -> list[Rig]:

@@ -64,6 +64,14 @@ class Job:
     def trial_number(self) -> int:
         return int(self.params["optuna_trial_number"])
 
+    @property
+    def result_path(self) -> str:
+        return result_path(self.run_id, self.trial_id, self.attempt)
+
+    def identity(self) -> dict[str, Any]:
+        return {"study": self.study, "run_id": self.run_id, "trial_id": self.trial_id,
+                "optuna_trial_number": self.trial_number, "attempt": self.attempt, "params": self.params}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": JOB_FORMAT,
@@ -147,7 +155,7 @@ def parse_job(obj: Any, source: str | os.PathLike[str] = "<job>") -> Job:
     if not isinstance(obj, dict):
         raise ContractError(source, "<root>", "a job file must hold a JSON object")
     if _get(source, obj, "format", int) != JOB_FORMAT:
-        raise ContractError(source, "format", f"unsupported job format {obj['format']} (this worker reads {JOB_FORMAT})")
+        raise ContractError(source, "format", f"unsupported job format {obj['format']} (this reads {JOB_FORMAT})")
     if _get(source, obj, "kind", str) != JOB_KIND:
         raise ContractError(source, "kind", f"{obj['kind']!r} is not {JOB_KIND!r}")
     params = _get(source, obj, "params", dict)
@@ -198,16 +206,36 @@ def parse_job(obj: Any, source: str | os.PathLike[str] = "<job>") -> Job:
     )
 
 
-def load_job(path: str | os.PathLike[str]) -> Job:
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Decode a JSON file; any failure is a ContractError naming the file."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ContractError(path, "<file>", f"cannot read job file: {exc.strerror or exc}") from exc
+        raise ContractError(path, "<file>", f"cannot read: {exc.strerror or exc}") from exc
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ContractError(path, "<file>", f"not valid JSON: {exc}") from exc
-    return parse_job(obj, path)
+
+
+def load_job(path: str | os.PathLike[str]) -> Job:
+    return parse_job(read_json(path), path)
+
+
+def partial_identity(obj: Any) -> dict[str, Any] | None:
+    """The identity fields of a job that failed validation, if they alone are sound: enough to
+    write an error result where the coordinator looks for it. None when they are not."""
+    if not isinstance(obj, dict):
+        return None
+    names = [obj.get(k) for k in ("study", "run_id", "trial_id")]
+    attempt = obj.get("attempt")
+    if not all(isinstance(n, str) and _SAFE_NAME.match(n) for n in names) or not _TRIAL_ID.match(names[2]):
+        return None
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        return None
+    params = obj.get("params") if isinstance(obj.get("params"), dict) else {}
+    return {"study": names[0], "run_id": names[1], "trial_id": names[2],
+            "optuna_trial_number": int(names[2].removeprefix("trial_")), "attempt": attempt, "params": params}
 
 
 def _now() -> str:
@@ -215,7 +243,7 @@ def _now() -> str:
 
 
 def make_result(
-    job: Job,
+    identity: dict[str, Any],
     *,
     accuracy: float | None,
     error: str | None,
@@ -225,19 +253,14 @@ def make_result(
     diagnostics: dict[str, Any] | None = None,
     code_hash: str = "",
 ) -> dict[str, Any]:
-    """A result record. A success carries a finite accuracy; an error carries None, never a number
-    that could be mistaken for a measured value."""
+    """A result record for a job's identity (Job.identity() or partial_identity()). A success
+    carries a finite accuracy; an error carries None, never a number that could pass for a value."""
     status = "error" if error is not None else "success"
     if status == "success" and (accuracy is None or not math.isfinite(accuracy)):
         raise ValueError("a successful result needs a finite accuracy")
     return {
         "format": RESULT_FORMAT,
-        "study": job.study,
-        "run_id": job.run_id,
-        "trial_id": job.trial_id,
-        "optuna_trial_number": job.trial_number,
-        "attempt": job.attempt,
-        "params": job.params,
+        **identity,
         "status": status,
         "accuracy": accuracy if status == "success" else None,
         "error": error,

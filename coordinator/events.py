@@ -1,0 +1,118 @@
+"""What the scheduler tells its watchers: one small event type and the state they add up to.
+
+The scheduler only emits events; views (plain lines, the rich live table) and the report derive
+everything they show from `RunState`, which is rebuilt from events alone.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # slot-ready, started, finished, retried, failed, quarantined, slot-lost, note
+    rig: str = ""
+    slot: int = -1
+    gpu: int | None = None
+    task: str = ""
+    attempt: int = 0
+    value: float | None = None
+    reason: str = ""
+    at: float = field(default_factory=time.monotonic)
+
+
+class Watcher(Protocol):
+    def notify(self, event: Event) -> None: ...
+
+
+@dataclass
+class SlotView:
+    rig: str
+    slot: int
+    gpu: int | None
+    task: str = ""
+    attempt: int = 0
+    since: float = 0.0
+    state: str = "starting"
+
+
+@dataclass
+class RunState:
+    """Everything a view shows, derived from events (thread-safe to update and read)."""
+
+    total: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    slots: dict[tuple[str, int], SlotView] = field(default_factory=dict)
+    complete: int = 0
+    failed: int = 0
+    retried: int = 0
+    best: tuple[float, str] | None = None
+    quarantined: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def notify(self, e: Event) -> None:
+        with self.lock:
+            view = self.slots.setdefault((e.rig, e.slot), SlotView(e.rig, e.slot, e.gpu))
+            if e.kind == "slot-ready":
+                view.state = "idle"
+            elif e.kind == "started":
+                view.task, view.attempt, view.since, view.state = e.task, e.attempt, e.at, "running"
+            elif e.kind in ("finished", "retried", "failed"):
+                view.task, view.state = "", "idle"
+                if e.kind == "finished":
+                    self.complete += 1
+                    if e.value is not None and (self.best is None or e.value > self.best[0]):
+                        self.best = (e.value, e.task)
+                elif e.kind == "retried":
+                    self.retried += 1
+                else:
+                    self.failed += 1
+            elif e.kind == "slot-lost":
+                view.state = "lost"
+            elif e.kind == "quarantined":
+                self.quarantined[e.rig] = e.reason
+                for (rig, _), other in self.slots.items():
+                    if rig == e.rig:
+                        other.state = "quarantined"
+
+    @property
+    def done(self) -> int:
+        return self.complete + self.failed
+
+
+class PlainLines:
+    """One line per event, for logs and non-terminal output."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self.lock = threading.Lock()
+
+    def notify(self, e: Event) -> None:
+        if e.kind == "slot-ready":
+            return
+        where = f"{e.rig}/slot{e.slot}" + (f"/gpu{e.gpu}" if e.gpu is not None else "")
+        parts: list[Any] = [e.kind, where]
+        if e.task:
+            parts.append(f"{e.task} attempt {e.attempt}")
+        if e.value is not None:
+            parts.append(f"accuracy={e.value:.6f}")
+        if e.reason:
+            parts.append(f"reason: {e.reason}")
+        with self.lock:
+            print(" ".join(str(p) for p in parts), file=self.stream, flush=True)
+
+
+class Fanout:
+    """Several watchers behind one."""
+
+    def __init__(self, *watchers: Watcher):
+        self.watchers = watchers
+
+    def notify(self, event: Event) -> None:
+        for w in self.watchers:
+            w.notify(event)

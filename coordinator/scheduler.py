@@ -1,0 +1,240 @@
+"""The scheduler's whole policy: slots, retries, quarantine. Nothing here knows SSH or Optuna.
+
+One thread per slot. A free slot takes a retry if it should, else asks the source for a new task,
+runs it, and reports the outcome at once: no batches, no barriers, no sleeps on the hot path.
+A failed attempt goes back to the queue with the next attempt number and is taken by a head slot
+(while one is alive), until its attempts run out; then the source is told it failed, with why.
+A rig whose attempts fail `quarantine_after` times in a row is left out for the rest of the run
+and its running attempts are cancelled and retried. The head is never quarantined: it is where
+retries go.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from coordinator.events import Event, Watcher
+from coordinator.inventory import Rig
+
+
+@dataclass
+class Task:
+    key: str
+    attempt: int = 1
+    data: Any = None
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    value: float | None = None
+    reason: str = ""  # one word for tables and attributes: exit, error, timeout, lost, missing, ...
+    detail: str = ""
+    record: dict | None = None  # the validated result, on success and where one exists on failure
+
+    def describe(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+class Source(Protocol):
+    """Where tasks come from and where outcomes go (the Optuna study, a jobs file)."""
+
+    def next_task(self) -> Task | None:
+        """A new task, or None when no more should be started."""
+
+    def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None: ...
+
+    def failed(self, task: Task, reason: str) -> None:
+        """The task's last attempt failed; `reason` lists every attempt's failure."""
+
+
+class Executor(Protocol):
+    """Runs tasks on one slot: one (rig, GPU)."""
+
+    rig: Rig
+    index: int
+
+    def start(self) -> None:
+        """Get the slot ready (warm worker, connection); raise on failure."""
+
+    def execute(self, task: Task) -> Outcome:
+        """Run one attempt. Never raises: every failure is an Outcome. Restarts a worker that died."""
+
+    def cancel(self) -> None:
+        """Abort the running attempt from another thread (its execute returns a failure)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Summary:
+    complete: int = 0
+    failed: int = 0
+    retried: int = 0
+    quarantined: dict[str, str] = field(default_factory=dict)
+    lost_slots: int = 0
+
+
+class Scheduler:
+    def __init__(self, source: Source, executors: list[Executor], watcher: Watcher, *,
+                 max_attempts: int = 2, quarantine_after: int = 3):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.source, self.executors, self.watcher = source, executors, watcher
+        self.max_attempts, self.quarantine_after = max_attempts, quarantine_after
+        self.cond = threading.Condition()
+        self.retries: deque[Task] = deque()
+        self.in_flight = 0
+        self.exhausted = False
+        self.stopping = False
+        self.streak: dict[str, int] = {}
+        self.alive: set[int] = set()  # ids of executors whose slot is up
+        self.summary = Summary()
+
+    # -- the loop of one slot ------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        threads = [threading.Thread(target=self._slot, args=(ex,), name=f"slot-{ex.rig.name}-{ex.index}",
+                                    daemon=True) for ex in self.executors]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        for task in self.retries:  # every slot is gone: what is left cannot run anywhere
+            self._give_up(task, "no slot left to run it")
+        self.retries.clear()
+        return self.summary
+
+    def stop(self) -> None:
+        """Stop dispatching and cancel running attempts; they stay unreported (resume finds them)."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        for ex in self.executors:
+            ex.cancel()
+
+    def _slot(self, ex: Executor) -> None:
+        try:
+            if ex.rig.stagger_s:
+                time.sleep(ex.rig.stagger_s * ex.index)
+            if not self._start(ex):
+                return
+            while (task := self._take(ex)) is not None:
+                self._emit("started", ex, task)
+                outcome = ex.execute(task)
+                self._settle(ex, task, outcome)
+        finally:
+            ex.close()
+            with self.cond:
+                self.alive.discard(id(ex))
+                self.cond.notify_all()
+
+    def _start(self, ex: Executor) -> bool:
+        try:
+            ex.start()
+        except Exception as exc:  # noqa: BLE001 - any start failure leaves the slot out, with why
+            self._emit("slot-lost", ex, reason=str(exc))
+            with self.cond:
+                self.summary.lost_slots += 1
+                quarantined = self._count_failure(ex.rig, f"slot failed to start: {exc}")
+            self._cancel_rig(quarantined)
+            return False
+        with self.cond:
+            if self.stopping or ex.rig.name in self.summary.quarantined:
+                return False
+            self.alive.add(id(ex))
+        self._emit("slot-ready", ex)
+        return True
+
+    def _take(self, ex: Executor) -> Task | None:
+        with self.cond:
+            while True:
+                if self.stopping or ex.rig.name in self.summary.quarantined:
+                    return None
+                if self.retries and self._may_take_retry(ex):
+                    task = self.retries.popleft()
+                elif not self.exhausted:
+                    task = self.source.next_task()
+                    self.exhausted = task is None
+                else:
+                    task = None
+                if task is not None:
+                    self.in_flight += 1
+                    return task
+                if self.in_flight == 0 and not self.retries:
+                    self.cond.notify_all()
+                    return None
+                self.cond.wait()
+
+    def _may_take_retry(self, ex: Executor) -> bool:
+        """Retries run on the head while any head slot is alive, anywhere else otherwise."""
+        if ex.rig.local:
+            return True
+        return not any(id(other) in self.alive for other in self.executors if other.rig.local)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _settle(self, ex: Executor, task: Task, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.source.succeeded(task, outcome, ex.rig)
+            self._emit("finished", ex, task, value=outcome.value)
+            with self.cond:
+                self.summary.complete += 1
+                self.streak[ex.rig.name] = 0
+                self.in_flight -= 1
+                self.cond.notify_all()
+            return
+        task.failures.append(f"attempt {task.attempt} on {ex.rig.name}: {outcome.describe()}")
+        final = task.attempt >= self.max_attempts
+        if final:
+            self._give_up(task, "; ".join(task.failures))
+            self._emit("failed", ex, task, reason=outcome.describe())
+        else:
+            self._emit("retried", ex, task, reason=outcome.describe())
+        with self.cond:
+            quarantined = outcome.reason != "cancelled" and self._count_failure(ex.rig, outcome.describe())
+            if not final:
+                task.attempt += 1
+                self.retries.append(task)
+                self.summary.retried += 1
+            self.in_flight -= 1
+            self.cond.notify_all()
+        self._cancel_rig(quarantined)
+
+    def _give_up(self, task: Task, reason: str) -> None:
+        self.source.failed(task, reason)
+        with self.cond:
+            self.summary.failed += 1
+
+    def _count_failure(self, rig: Rig, why: str) -> str | None:
+        """Called with the lock held. Returns the rig's name when this failure quarantines it."""
+        self.streak[rig.name] = self.streak.get(rig.name, 0) + 1
+        if rig.local or rig.name in self.summary.quarantined or self.streak[rig.name] < self.quarantine_after:
+            return None
+        reason = f"{self.streak[rig.name]} failures in a row, last: {why}"
+        self.summary.quarantined[rig.name] = reason
+        self.watcher.notify(Event("quarantined", rig=rig.name, reason=reason))
+        self.cond.notify_all()
+        return rig.name
+
+    def _cancel_rig(self, name: str | None) -> None:
+        """Cancel the running attempts of a rig just quarantined; they come back as retries."""
+        for ex in self.executors:
+            if name is not None and ex.rig.name == name:
+                ex.cancel()
+
+    def _emit(self, kind: str, ex: Executor, task: Task | None = None, value: float | None = None,
+              reason: str = "") -> None:
+        self.watcher.notify(Event(kind, rig=ex.rig.name, slot=ex.index, gpu=ex.rig.slot_gpu(ex.index),
+                                  task=task.key if task else "", attempt=task.attempt if task else 0,
+                                  value=value, reason=reason))
