@@ -49,8 +49,9 @@ class Source(Protocol):
 
     def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None: ...
 
-    def failed(self, task: Task, reason: str) -> None:
-        """The task's last attempt failed; `reason` lists every attempt's failure."""
+    def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
+        """An attempt failed (rig None: no slot was left to run it). When `final`, the task is over:
+        `task.failures` lists every attempt's failure."""
 
 
 class Executor(Protocol):
@@ -111,7 +112,9 @@ class Scheduler:
             self.stop()
             raise
         for task in self.retries:  # every slot is gone: what is left cannot run anywhere
-            self._give_up(task, "no slot left to run it")
+            task.failures.append("no slot left to run it")
+            self.source.attempt_failed(task, Outcome(False, reason="no-slot", detail="no slot left"), None, True)
+            self.summary.failed += 1
         self.retries.clear()
         return self.summary
 
@@ -196,12 +199,10 @@ class Scheduler:
             return
         task.failures.append(f"attempt {task.attempt} on {ex.rig.name}: {outcome.describe()}")
         final = task.attempt >= self.max_attempts
-        if final:
-            self._give_up(task, "; ".join(task.failures))
-            self._emit("failed", ex, task, reason=outcome.describe())
-        else:
-            self._emit("retried", ex, task, reason=outcome.describe())
+        self.source.attempt_failed(task, outcome, ex.rig, final)
+        self._emit("failed" if final else "retried", ex, task, reason=outcome.describe())
         with self.cond:
+            self.summary.failed += final
             quarantined = outcome.reason != "cancelled" and self._count_failure(ex.rig, outcome.describe())
             if not final:
                 task.attempt += 1
@@ -210,11 +211,6 @@ class Scheduler:
             self.in_flight -= 1
             self.cond.notify_all()
         self._cancel_rig(quarantined)
-
-    def _give_up(self, task: Task, reason: str) -> None:
-        self.source.failed(task, reason)
-        with self.cond:
-            self.summary.failed += 1
 
     def _count_failure(self, rig: Rig, why: str) -> str | None:
         """Called with the lock held. Returns the rig's name when this failure quarantines it."""

@@ -1,0 +1,71 @@
+"""`coordinator`: the operator's command line on the head node."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from coordinator.events import Fanout, PlainLines, RunState
+
+
+def _step2(args: argparse.Namespace) -> int:
+    from coordinator.step2 import Step2Error, Step2Options, run_step2
+
+    opts = Step2Options(rigs=args.rigs, data=args.data, trials=args.trials, sample_size=args.sample_size,
+                        seed=args.seed, timeout_s=args.trial_timeout, max_attempts=args.attempts,
+                        quarantine_after=args.quarantine_after, prng=args.prng, mod=args.mod,
+                        resume=args.resume, study=args.study, output=args.output)
+    state = RunState(total=args.trials)
+    try:
+        result = run_step2(opts, Fanout(state, PlainLines()))
+    except (Step2Error, ValueError, RuntimeError) as exc:
+        print(f"coordinator step2: {exc}", file=sys.stderr)
+        return 2
+    s = result.summary
+    print(f"study {result.study}: complete={s.complete} failed={s.failed} retried={s.retried}"
+          f" quarantined={len(s.quarantined)} lost_slots={s.lost_slots}")
+    for rig, why in {**result.excluded, **s.quarantined}.items():
+        print(f"  rig {rig} out: {why}")
+    print(f"  study storage: {result.storage}")
+    print(f"  trial results: {result.trials_dir}")
+    if result.config is None:
+        print("  no trial completed: optimal_scorer_config.json not written", file=sys.stderr)
+        return 1
+    print(f"  best: trial {result.config['_run_context']['trial_number']} accuracy={result.config['accuracy']:.6f}")
+    print(f"  optimal config: {result.output}")
+    return 0 if s.failed == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coordinator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("step2", help="run the Step 2 scorer meta-optimisation over the rigs")
+    p.add_argument("--rigs", type=Path, default=Path("rigs.toml"), help="inventory (default: rigs.toml)")
+    p.add_argument("--data", type=Path, help="data folder: survivors.npz|json, train_history.json, "
+                                              "holdout_history.json [, meta.json]")
+    p.add_argument("--trials", type=int, default=100, help="trials in the study (default: 100)")
+    p.add_argument("--sample-size", type=int, default=450, help="survivors sampled per trial (default: 450)")
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (default: 0)")
+    p.add_argument("--trial-timeout", type=float, default=600.0, help="hard limit per attempt, s (default: 600)")
+    p.add_argument("--attempts", type=int, default=2, help="attempts per trial before FAIL (default: 2)")
+    p.add_argument("--quarantine-after", type=int, default=3,
+                   help="failures in a row that take a rig out of the run (default: 3)")
+    p.add_argument("--prng", help="PRNG type (default: from the data's meta.json)")
+    p.add_argument("--mod", type=int, help="draw modulus (default: from the data's meta.json)")
+    p.add_argument("--study", help="study name (default: scorer_meta_opt_<epoch>)")
+    p.add_argument("--resume", metavar="STUDY", help="continue a study after the coordinator stopped")
+    p.add_argument("--output", type=Path, default=Path("optimal_scorer_config.json"))
+    p.add_argument("--no-tui", action="store_true", help="plain lines instead of the live view")
+    p.set_defaults(func=_step2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

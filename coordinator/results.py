@@ -1,0 +1,95 @@
+"""Results on the head: the archive of every attempt's record, survivor coverage, and
+`optimal_scorer_config.json` for Steps 3-6."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from coordinator.study import Study, TrialRecord
+from worker import contract
+
+RUNS_DIR = Path("runs")
+
+
+class Archive:
+    """runs/<study>/trials/: trial_NNNN.json is the final attempt; trial_NNNN.aK.json every attempt."""
+
+    def __init__(self, study: str, root: Path = RUNS_DIR):
+        self.dir = root / study / "trials"
+
+    def store(self, record: dict[str, Any], final: bool) -> Path:
+        tid, attempt = record["trial_id"], record["attempt"]
+        contract.write_json_atomic(self.dir / f"{tid}.a{attempt}.json", record)
+        if not final:
+            return self.dir / f"{tid}.a{attempt}.json"
+        contract.write_json_atomic(self.dir / f"{tid}.json", record)
+        return self.dir / f"{tid}.json"
+
+    def finals(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for path in sorted(self.dir.glob("trial_*.json")):
+            if path.stem.count(".") == 0:
+                out[path.stem] = json.loads(path.read_text())
+        return out
+
+
+def expected_coverage(pool: int, sample: int, trials: int) -> float:
+    """E[unique survivors seen] = N(1 - (1 - n/N)^k) for k independent samples of n out of N."""
+    return pool * (1.0 - (1.0 - sample / pool) ** trials) if pool else 0.0
+
+
+def coverage(finals: dict[str, dict[str, Any]], pool: int) -> dict[str, Any]:
+    """How much of the survivor pool the completed trials actually sampled, against expectation."""
+    done = [r for r in finals.values() if r.get("status") == "success" and r.get("sample_indices")]
+    seen: set[int] = set()
+    for record in done:
+        seen.update(record["sample_indices"])
+    sample = len(done[0]["sample_indices"]) if done else 0
+    expected = expected_coverage(pool, sample, len(done))
+    return {"pool": pool, "sample_size": sample, "trials": len(done), "unique_seen": len(seen),
+            "fraction": len(seen) / pool if pool else 0.0, "expected_unique": round(expected, 1)}
+
+
+def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, started: float) -> dict[str, Any]:
+    """The best trial's params at top level (the keys Steps 3-6 read), its accuracy, and the context
+    that says where it came from. Refuses to write when no trial completed: no fake optimum."""
+    trials = study.trials()
+    best = study.best()
+    if best is None:
+        raise RuntimeError(f"study {study.name}: no trial completed; {path} not written")
+    meta = study.meta()
+    counts = _counts(trials)
+    config = {
+        **{k: v for k, v in best.params.items()},
+        "accuracy": best.value,
+        "_run_context": {
+            "study": study.name,
+            "storage": str(study.path),
+            "trial_number": best.number,
+            "run_id": best.attrs.get("run_id"),
+            "objective": "spearman_rho_holdout",
+            "code_hash": meta.get("code_hash"),
+            "worker_version": meta.get("worker_version"),
+            "data": meta.get("data"),
+            "prng": meta.get("prng"),
+            "sample_size": meta.get("sample_size"),
+            **counts,
+            "survivor_coverage": coverage(archive.finals(), pool),
+            "seconds": round(time.time() - started, 2),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+    if not math.isfinite(config["accuracy"]):
+        raise RuntimeError(f"study {study.name}: best value {best.value} is not finite")
+    contract.write_json_atomic(path, config)
+    return config
+
+
+def _counts(trials: list[TrialRecord]) -> dict[str, int]:
+    states = [t.state for t in trials]
+    return {"complete": states.count("COMPLETE"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),
+            "retried": sum(1 for t in trials if t.attrs.get("attempts", 1) > 1)}

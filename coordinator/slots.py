@@ -1,0 +1,136 @@
+"""A warm slot: one (rig, GPU) with a long-lived `python -m worker serve` behind it.
+
+Per attempt: push the job file, send one line, wait for one line, fetch and validate the result
+file. Everything that can go wrong comes back as an Outcome with a one-word reason; a worker that
+died or hung is killed (its whole process group) and restarted lazily before the next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+from coordinator.scheduler import Outcome, Task
+from coordinator.transport import Process, Transport, TransportError
+from worker import contract
+from worker.contract import Job
+
+READY_TIMEOUT_S = 180.0  # a cold torch import on a busy rig
+FETCH_GRACE_S = 30.0  # beyond the job's own limit, for the server's answer to arrive
+
+
+class SlotError(RuntimeError):
+    pass
+
+
+def serve_command(transport: Transport, index: int) -> tuple[list[str], dict[str, str]]:
+    rig = transport.rig
+    return [rig.python, "-m", "worker", "serve", "--root", "."], {**rig.slot_env(index), "PYTHONPATH": "code"}
+
+
+class WarmSlot:
+    def __init__(self, transport: Transport, index: int, build: Callable[[Task], Job], code_hash: str):
+        self.transport, self.rig, self.index = transport, transport.rig, index
+        self.build, self.code_hash = build, code_hash
+        self.proc: Process | None = None
+        self.lock = threading.Lock()
+        self.cancelled = False
+
+    def start(self) -> None:
+        argv, env = serve_command(self.transport, self.index)
+        proc = self.transport.start(argv, env)
+        try:
+            ready = self._read_event(proc, READY_TIMEOUT_S)
+        except (SlotError, TransportError):
+            proc.kill()
+            raise
+        if ready.get("event") != "ready":
+            proc.kill()
+            raise SlotError(f"worker did not start: {ready}")
+        if ready.get("code_hash") != self.code_hash:
+            proc.kill()
+            raise SlotError(f"stale worker code on the rig: {str(ready.get('code_hash'))[:12]} is not the head's"
+                            f" {self.code_hash[:12]}")
+        with self.lock:
+            self.proc, self.cancelled = proc, False
+
+    def _read_event(self, proc: Process, timeout: float) -> dict:
+        line = proc.read_line(timeout)
+        if line is None:
+            raise SlotError(f"no answer from the worker within {timeout:.0f} s")
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SlotError(f"unreadable answer from the worker: {line[:200]!r}") from exc
+        if not isinstance(event, dict):
+            raise SlotError(f"unreadable answer from the worker: {line[:200]!r}")
+        return event
+
+    def execute(self, task: Task) -> Outcome:
+        if self.proc is None:
+            try:
+                self.start()
+            except (SlotError, TransportError) as exc:
+                return Outcome(False, reason="lost", detail=f"worker restart failed: {exc}")
+        job = self.build(task)
+        proc = self.proc
+        assert proc is not None
+        log = f"logs/{job.run_id}/{job.trial_id}.a{job.attempt}.log"
+        try:
+            self.transport.put_bytes(json.dumps(job.to_dict(), indent=1).encode(),
+                                     contract.job_path(job.study, job.trial_id))
+            proc.send_line(json.dumps({"job": contract.job_path(job.study, job.trial_id),
+                                       "timeout_s": job.timeout_s, "log": log}))
+            done = self._read_event(proc, job.timeout_s + FETCH_GRACE_S)
+        except (SlotError, TransportError) as exc:
+            self._drop(proc)
+            reason = "cancelled" if self.cancelled else (
+                "timeout" if isinstance(exc, SlotError) else getattr(exc, "reason", "lost"))
+            return Outcome(False, reason=reason, detail=str(exc))
+        if done.get("event") != "done":
+            return Outcome(False, reason="protocol", detail=str(done.get("error", done))[:300])
+        if done.get("timed_out"):
+            return Outcome(False, reason="timeout", detail=f"over the {job.timeout_s:g} s limit; killed on the rig")
+        return self._collect(job, int(done.get("exit", -1)))
+
+    def _collect(self, job: Job, exit_status: int) -> Outcome:
+        """Fetch and validate the attempt's result file; only a valid success is a success."""
+        path = job.result_path
+        try:
+            raw = self.transport.get_bytes(path)
+        except TransportError as exc:
+            if exc.reason == "missing":
+                return Outcome(False, reason="missing", detail=f"no result file {path} (worker exit {exit_status})")
+            return Outcome(False, reason=exc.reason, detail=str(exc))
+        try:
+            record = contract.validate_result(json.loads(raw), f"{self.rig.name}:{path}", run_id=job.run_id,
+                                              tid=job.trial_id, attempt=job.attempt)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return Outcome(False, reason="corrupt", detail=f"{self.rig.name}:{path}: not valid JSON: {exc}")
+        except contract.ContractError as exc:
+            return Outcome(False, reason="invalid", detail=str(exc))
+        if record["status"] != "success":
+            return Outcome(False, reason="error", detail=record["error"], record=record)
+        if exit_status != 0:
+            return Outcome(False, reason="exit", detail=f"worker exit {exit_status} beside a success record",
+                           record=record)
+        return Outcome(True, value=float(record["accuracy"]), record=record)
+
+    def _drop(self, proc: Process) -> None:
+        proc.kill()
+        with self.lock:
+            if self.proc is proc:
+                self.proc = None
+
+    def cancel(self) -> None:
+        with self.lock:
+            proc, self.cancelled = self.proc, True
+        if proc is not None:
+            proc.kill()
+
+    def close(self) -> None:
+        with self.lock:
+            proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()

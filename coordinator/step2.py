@@ -1,0 +1,265 @@
+"""`coordinator step2`: the Step 2 meta-optimisation, from inventory to optimal_scorer_config.json.
+
+Wiring only: the policy is in scheduler.py, Optuna in study.py, the slot protocol in slots.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from coordinator import results
+from coordinator.deploy import DeployError, deploy
+from coordinator.events import Watcher
+from coordinator.inventory import Rig, load_inventory
+from coordinator.jobs import RunSettings, load_data_dir, new_run_id
+from coordinator.scheduler import Outcome, Scheduler, Summary, Task
+from coordinator.slots import WarmSlot
+from coordinator.study import STUDIES_DIR, Study, storage_path
+from coordinator.transport import Transport, TransportError, connect
+from worker import VERSION, contract
+from worker.contract import DataRef, Job
+
+
+class Step2Error(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Step2Options:
+    rigs: Path
+    data: Path | None = None
+    trials: int = 100
+    sample_size: int = 450
+    seed: int = 0
+    timeout_s: float = 600.0
+    max_attempts: int = 2
+    quarantine_after: int = 3
+    prng: str | None = None
+    mod: int | None = None
+    resume: str | None = None
+    study: str | None = None
+    output: Path = Path("optimal_scorer_config.json")
+    studies_dir: Path = STUDIES_DIR
+    runs_dir: Path = results.RUNS_DIR
+
+
+@dataclass
+class Step2Result:
+    study: str
+    storage: Path
+    run_id: str
+    summary: Summary
+    config: dict[str, Any] | None
+    output: Path
+    trials_dir: Path
+    excluded: dict[str, str]
+
+
+def worker_files() -> dict[str, Path]:
+    """The worker package as pushed to a rig: code/worker/<file>."""
+    package = Path(contract.__file__).resolve().parent
+    return {f"code/worker/{p.relative_to(package).as_posix()}": p for p in contract.code_files(package)}
+
+
+class Step2Source:
+    """Tasks from Optuna (and trials an earlier coordinator left unfinished); outcomes back to it."""
+
+    def __init__(self, study: Study, settings: RunSettings, archive: results.Archive, new_trials: int,
+                 pending: list[Task], head_root: Path):
+        self.study, self.settings, self.archive = study, settings, archive
+        self.left, self.pending, self.head_root = new_trials, pending, head_root
+
+    def next_task(self) -> Task | None:
+        if self.pending:
+            return self.pending.pop(0)
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        number, params = self.study.ask()
+        self.study.set_attrs(number, run_id=self.settings.run_id)
+        return Task(contract.trial_id(number), data=(number, params))
+
+    def build(self, task: Task, rig: Rig) -> Job:
+        number, params = task.data
+        job = self.settings.job(number, params, task.attempt)
+        self.settings.write(job, self.head_root)
+        self.study.set_attrs(number, dispatch={"rig": rig.name, "run_id": job.run_id, "attempt": task.attempt},
+                             attempts=task.attempt)
+        return job
+
+    def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:
+        number, _ = task.data
+        path = self.archive.store(outcome.record, final=True)
+        self.study.set_attrs(number, rig=rig.name, result=str(path), attempts=task.attempt,
+                             failures=task.failures)
+        self.study.tell_value(number, float(outcome.value))
+
+    def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
+        number, params = task.data
+        record = outcome.record or contract.make_result(
+            self.settings.job(number, params, task.attempt).identity(), accuracy=None,
+            error=f"{outcome.describe()} (on {rig.name if rig else 'no rig'}; recorded by the coordinator)")
+        self.archive.store(record, final=final)
+        if final:
+            self.study.set_attrs(number, failures=task.failures, attempts=task.attempt)
+            self.study.tell_fail(number, "; ".join(task.failures))
+
+
+def _stage_data(settings_data: dict[str, Path], stage: Path) -> None:
+    """Copy the run's data beside its archive: what the head validates and pushes, kept with the run."""
+    stage.mkdir(parents=True, exist_ok=True)
+    for path in settings_data.values():
+        target = stage / path.name
+        if not target.exists() or contract.sha256_file(target) != contract.sha256_file(path):
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+
+
+def _validate_on_head(settings: RunSettings, root: Path) -> None:
+    """Load the data exactly as a worker would, before any trial goes out: bad input stops here."""
+    from worker.data import load_dataset
+
+    load_dataset(settings.job(0, {}, 1), root)
+
+
+def _open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> tuple[dict[str, Transport], dict[str, str]]:
+    """Connect and deploy to every rig in parallel; a rig that fails is left out with its reason."""
+    transports: dict[str, Transport] = {}
+    excluded: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def one(rig: Rig) -> None:
+        transport = None
+        try:
+            transport = connect(rig)
+            report = deploy(transport, files)
+            with lock:
+                transports[rig.name] = transport
+            print(f"deploy {rig.name}: {report}", file=out, flush=True)
+        except (TransportError, DeployError, OSError) as exc:
+            if transport is not None:
+                transport.close()
+            with lock:
+                excluded[rig.name] = str(exc)
+            print(f"rig {rig.name} left out of the run: {exc}", file=out, flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(rigs))) as pool:
+        list(pool.map(one, rigs))
+    return transports, excluded
+
+
+def _reattach(study: Study, transports: dict[str, Transport], archive: results.Archive,
+              out: TextIO) -> list[Task]:
+    """Trials an earlier coordinator left RUNNING: collect the result if its rig has it, else re-run."""
+    pending = []
+    for trial in study.trials():
+        if trial.state != "RUNNING":
+            continue
+        params = {k: v for k, v in trial.params.items()}
+        dispatch = trial.attrs.get("dispatch") or {}
+        record = _fetch_earlier(transports.get(dispatch.get("rig", "")), trial.number, dispatch)
+        if record is not None and record["status"] == "success":
+            archive.store(record, final=True)
+            study.set_attrs(trial.number, rig=dispatch["rig"], reattached=True)
+            study.tell_value(trial.number, float(record["accuracy"]))
+            print(f"resume: {record['trial_id']} re-attached from {dispatch['rig']}: {record['accuracy']:.6f}",
+                  file=out, flush=True)
+        else:
+            pending.append(Task(contract.trial_id(trial.number), data=(trial.number, params)))
+            print(f"resume: {contract.trial_id(trial.number)} will be re-run", file=out, flush=True)
+    return pending
+
+
+def _fetch_earlier(transport: Transport | None, number: int, dispatch: dict[str, Any]) -> dict | None:
+    if transport is None or "run_id" not in dispatch:
+        return None
+    tid = contract.trial_id(number)
+    path = contract.result_path(dispatch["run_id"], tid, dispatch["attempt"])
+    try:
+        import json
+
+        return contract.validate_result(json.loads(transport.get_bytes(path)), path, run_id=dispatch["run_id"],
+                                        tid=tid, attempt=dispatch["attempt"])
+    except (TransportError, ValueError):
+        return None
+
+
+def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) -> Step2Result:
+    started = time.time()
+    rigs = load_inventory(opts.rigs)
+    code = contract.code_hash()
+    if opts.resume:
+        name = opts.resume
+        study = Study(name, storage_path(name, opts.studies_dir), seed=opts.seed, create=False)
+        meta = study.meta()
+        if meta.get("code_hash") != code:
+            print(f"note: the worker code changed since this study began ({str(meta.get('code_hash'))[:12]} ->"
+                  f" {code[:12]}); remaining trials run the current code", file=out)
+    else:
+        if opts.data is None:
+            raise Step2Error("--data is required for a new study")
+        name = opts.study or f"scorer_meta_opt_{int(started)}"
+        dataset = load_data_dir(opts.data, opts.prng, opts.mod)
+        refs = dataset.refs
+        meta = {"code_hash": code, "worker_version": VERSION, "prng": {"type": dataset.prng_type, "mod": dataset.mod},
+                "sample_size": opts.sample_size, "timeout_s": opts.timeout_s, "trials": opts.trials,
+                "seed": opts.seed, "data": {role: {"path": ref.path, "sha256": ref.sha256,
+                                                   "source": str(dataset.files[role].resolve())}
+                                            for role, ref in refs.items()}}
+    run_dir = opts.runs_dir / name
+    sources = {role: Path(d["source"]) for role, d in meta["data"].items()}
+    for role, d in meta["data"].items():
+        if not sources[role].is_file() or contract.sha256_file(sources[role]) != d["sha256"]:
+            raise Step2Error(f"{sources[role]}: the study's {role} file is missing or changed since the study began")
+    _stage_data(sources, run_dir / "data")
+    settings = RunSettings(study=name, run_id=new_run_id(), code_hash=code, prng_type=meta["prng"]["type"],
+                           mod=meta["prng"]["mod"], sample_size=meta["sample_size"], timeout_s=meta["timeout_s"],
+                           data={role: DataRef(d["path"], d["sha256"]) for role, d in meta["data"].items()})
+    _validate_on_head(settings, run_dir)
+    if not opts.resume:
+        study = Study(name, storage_path(name, opts.studies_dir), seed=opts.seed, create=True)
+        for key, value in meta.items():
+            study.set_meta(key, value)
+    study.set_meta("runs", [*study.meta().get("runs", []), settings.run_id])
+    print(f"study {name}: storage {study.path}, run {settings.run_id}", file=out, flush=True)
+
+    files = {**worker_files(), **{ref.path: run_dir / "data" / Path(ref.path).name
+                                  for ref in settings.data.values()}}
+    transports, excluded = _open_rigs(rigs, files, out)
+    if not transports:
+        raise Step2Error("no rig is usable: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()))
+    archive = results.Archive(name, opts.runs_dir)
+    pending = _reattach(study, transports, archive, out) if opts.resume else []
+    finished = sum(t.state in ("COMPLETE", "FAIL") for t in study.trials())
+    target = meta["trials"] if opts.resume else opts.trials
+    new_trials = max(0, target - finished - len(pending))
+    source = Step2Source(study, settings, archive, new_trials, pending, Path("."))
+    executors = [WarmSlot(transports[rig.name], i, lambda task, r=rig: source.build(task, r), code)
+                 for rig in rigs if rig.name in transports for i in range(rig.slots)]
+    scheduler = Scheduler(source, executors, watcher, max_attempts=opts.max_attempts,
+                          quarantine_after=opts.quarantine_after)
+    try:
+        summary = scheduler.run()
+    finally:
+        for transport in transports.values():
+            transport.close()
+    pool = _pool_size(run_dir, settings)
+    config = None
+    if study.best() is not None:
+        config = results.write_optimal_config(opts.output, study, archive, pool, started)
+    return Step2Result(name, study.path, settings.run_id, summary, config, opts.output, archive.dir, excluded)
+
+
+def _pool_size(root: Path, settings: RunSettings) -> int:
+    from worker.data import load_dataset
+
+    return len(load_dataset(settings.job(0, {}, 1), root).seeds)

@@ -1,0 +1,132 @@
+"""The one module that talks to Optuna: a persistent study with an explicitly configured TPE.
+
+The head is the only writer, so a journal file (appended with fsync, replayed after a crash) is
+the storage. Every sampler setting that changed between Optuna versions is set explicitly.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDIES_DIR = Path("optuna_studies")
+
+
+class StudyError(RuntimeError):
+    pass
+
+
+def distributions() -> dict[str, BaseDistribution]:
+    """The worker's search space as Optuna distributions."""
+    out: dict[str, BaseDistribution] = {}
+    for name, dim in SEARCH_SPACE.items():
+        if isinstance(dim, IntRange):
+            out[name] = IntDistribution(dim.low, dim.high)
+        elif isinstance(dim, FloatRange):
+            out[name] = FloatDistribution(dim.low, dim.high, log=dim.log)
+        elif isinstance(dim, Choice):
+            out[name] = CategoricalDistribution(dim.options)
+    return out
+
+
+def make_sampler(seed: int) -> optuna.samplers.TPESampler:
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=10)
+
+
+def storage_path(name: str, directory: Path = STUDIES_DIR) -> Path:
+    return directory / f"{name}.journal"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    state: str  # COMPLETE, FAIL, RUNNING
+    value: float | None
+    params: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+class Study:
+    """Ask, tell, attributes; thread-safe, since every slot thread reports here."""
+
+    def __init__(self, name: str, path: Path, *, seed: int, create: bool):
+        self.name, self.path = name, path
+        if create and path.exists():
+            raise StudyError(f"{path}: a study is already stored there; resume it with --resume {name}")
+        if not create and not path.exists():
+            raise StudyError(f"{path}: no such study to resume")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        self.lock = threading.Lock()
+        self.dists = distributions()
+        if create:
+            self.study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                             sampler=make_sampler(seed))
+        else:
+            self.study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(seed))
+        self._trials: dict[int, optuna.Trial] = {}
+
+    # -- study-level attributes (the run's settings, so a resume needs no arguments) ---------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.lock:
+            self.study.set_user_attr(key, value)
+
+    def meta(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.study.user_attrs)
+
+    # -- trials --------------------------------------------------------------------------------
+
+    def ask(self) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            trial = self.study.ask(self.dists)
+            self._trials[trial.number] = trial
+            return trial.number, dict(trial.params)
+
+    def _trial(self, number: int) -> optuna.Trial:
+        if number not in self._trials:  # a trial left RUNNING by an earlier coordinator
+            frozen = self.study.get_trials(deepcopy=False)[number]
+            self._trials[number] = optuna.Trial(self.study, frozen._trial_id)
+        return self._trials[number]
+
+    def set_attrs(self, number: int, **attrs: Any) -> None:
+        with self.lock:
+            trial = self._trial(number)
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+
+    def tell_value(self, number: int, value: float) -> None:
+        with self.lock:
+            self.study.tell(self._trial(number), value)
+
+    def tell_fail(self, number: int, reason: str) -> None:
+        """A crash is told as FAIL with its reason, never as a value (and never as PRUNED)."""
+        with self.lock:
+            self._trial(number).set_user_attr("fail_reason", reason)
+            self.study.tell(self._trial(number), state=TrialState.FAIL)
+
+    def trials(self) -> list[TrialRecord]:
+        with self.lock:
+            return [TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs))
+                    for t in self.study.get_trials(deepcopy=False)]
+
+    def best(self) -> TrialRecord | None:
+        done = [t for t in self.trials() if t.state == "COMPLETE"]
+        return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+
+def study_names(directory: Path = STUDIES_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.journal"))

@@ -1,0 +1,140 @@
+"""The scheduler's policy with fake slots: retries on the head, FAIL after the last attempt,
+quarantine, and outcomes reported as they arrive (no batches)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from coordinator.events import RunState
+from coordinator.inventory import Rig
+from coordinator.scheduler import Outcome, Scheduler, Task
+
+HEAD = Rig(name="head", python="py", workdir="w", slots=1, local=True)
+RIG_A = Rig(name="a", python="py", workdir="w", slots=2, host="h", user="u")
+
+
+class ListSource:
+    def __init__(self, n: int):
+        self.left = list(range(n))
+        self.told: dict[str, tuple] = {}
+        self.attempts: list[tuple[str, int, str | None]] = []
+        self.order: list[str] = []  # asks and tells, in order
+        self.lock = threading.Lock()
+
+    def next_task(self):
+        with self.lock:
+            if not self.left:
+                return None
+            n = self.left.pop(0)
+            self.order.append(f"ask{n}")
+            return Task(f"t{n}", data=n)
+
+    def succeeded(self, task, outcome, rig):
+        with self.lock:
+            assert task.key not in self.told, "told twice"
+            self.told[task.key] = ("ok", outcome.value, rig.name, task.attempt)
+            self.order.append(f"tell{task.data}")
+
+    def attempt_failed(self, task, outcome, rig, final):
+        with self.lock:
+            self.attempts.append((task.key, task.attempt, rig.name if rig else None))
+            if final:
+                assert task.key not in self.told, "told twice"
+                self.told[task.key] = ("fail", list(task.failures))
+
+
+class FakeSlot:
+    def __init__(self, rig: Rig, index: int, behave):
+        self.rig, self.index, self.behave = rig, index, behave
+        self.cancelled = threading.Event()
+        self.ran: list[tuple[str, int]] = []
+
+    def start(self):
+        if self.behave == "nostart":
+            raise RuntimeError("connection refused")
+
+    def execute(self, task):
+        self.ran.append((task.key, task.attempt))
+        if self.behave == "crash":
+            return Outcome(False, reason="exit", detail="exit 1")
+        if self.behave == "hang":
+            self.cancelled.wait(5)
+            return Outcome(False, reason="cancelled")
+        time.sleep(0.001)
+        return Outcome(True, value=float(task.data))
+
+    def cancel(self):
+        self.cancelled.set()
+
+    def close(self):
+        pass
+
+
+def run(source, slots, **kw):
+    state = RunState()
+    summary = Scheduler(source, slots, state, **kw).run()
+    return summary, state
+
+
+def test_every_task_told_once_and_ask_follows_tell():
+    source = ListSource(20)
+    summary, state = run(source, [FakeSlot(HEAD, 0, "ok")])
+    assert summary.complete == 20 and summary.failed == 0
+    assert set(source.told) == {f"t{i}" for i in range(20)}
+    # one slot: each result is told before the next trial is asked (in-loop, not pre-sampled)
+    assert source.order[:4] == ["ask0", "tell0", "ask1", "tell1"]
+    assert state.best == (19.0, "t19")
+
+
+def test_failed_attempts_are_retried_on_the_head_with_the_same_task():
+    source = ListSource(6)
+    head, bad = FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "crash")
+    summary, _ = run(source, [head, bad], quarantine_after=100)
+    assert summary.failed == 0 and summary.complete == 6
+    retried = {key for key, attempt in head.ran if attempt == 2}
+    assert retried == {key for key, _ in bad.ran}
+    for key in retried:
+        assert source.told[key][2:] == ("head", 2)
+
+
+def test_crashes_end_fail_with_every_reason_never_a_value():
+    source = ListSource(3)
+    summary, state = run(source, [FakeSlot(HEAD, 0, "crash")], max_attempts=3)
+    assert summary.failed == 3 and summary.complete == 0 and state.best is None
+    for key in ("t0", "t1", "t2"):
+        status, failures = source.told[key]
+        assert status == "fail" and len(failures) == 3 and all("exit 1" in f for f in failures)
+
+
+def test_a_failing_rig_is_quarantined_and_its_running_attempts_come_back():
+    source = ListSource(12)
+    head = FakeSlot(HEAD, 0, "ok")
+    crash, hang = FakeSlot(RIG_A, 0, "crash"), FakeSlot(RIG_A, 1, "hang")
+    summary, state = run(source, [head, crash, hang], quarantine_after=2)
+    assert "a" in summary.quarantined and "a" in state.quarantined
+    assert hang.cancelled.is_set()
+    assert summary.complete == 12 and summary.failed == 0
+    assert len(crash.ran) == 2  # nothing more went to the rig once it was out
+
+
+def test_a_rig_that_cannot_start_loses_no_task():
+    source = ListSource(5)
+    summary, _ = run(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "nostart")])
+    assert summary.complete == 5 and summary.lost_slots == 1
+
+
+def test_no_slot_left_fails_the_waiting_retry_and_asks_no_more():
+    source = ListSource(2)
+    summary, _ = run(source, [FakeSlot(RIG_A, 0, "crash")], quarantine_after=1, max_attempts=2)
+    assert summary.complete == 0 and summary.failed == 1
+    status, failures = source.told["t0"]
+    assert status == "fail" and failures[-1] == "no slot left to run it"
+    assert source.left == [1]  # never asked, so never left RUNNING in the study
+
+
+def test_max_attempts_must_be_positive():
+    with pytest.raises(ValueError):
+        Scheduler(ListSource(1), [], RunState(), max_attempts=0)
