@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from coordinator.events import Fanout, PlainLines, RunState
@@ -37,6 +38,29 @@ def _step2(args: argparse.Namespace) -> int:
     return 0 if s.failed == 0 else 1
 
 
+def _run(args: argparse.Namespace) -> int:
+    from coordinator.generic import run_jobs
+    from worker.contract import ContractError
+
+    out_dir = args.out or Path("runs") / f"jobs_{args.jobs_file.stem}_{int(time.time())}"
+    try:
+        summary, outcomes = run_jobs(args.rigs, args.jobs_file, out_dir, Fanout(RunState(), PlainLines()),
+                                     max_attempts=args.attempts, quarantine_after=args.quarantine_after)
+    except (ContractError, ValueError) as exc:
+        print(f"coordinator run: {exc}", file=sys.stderr)
+        return 2
+    print(f"jobs: complete={summary.complete} failed={summary.failed} retried={summary.retried}; "
+          f"outputs and summary.json in {out_dir}")
+    return 0 if summary.failed == 0 and summary.complete == len(outcomes) else 1
+
+
+def _retry_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attempts", type=int, default=2, help="attempts per trial or job before FAIL (default: 2)")
+    p.add_argument("--quarantine-after", type=int, default=3,
+                   help="failures in a row that take a rig out of the run (default: 3)")
+    p.add_argument("--no-tui", action="store_true", help="plain lines instead of the live view")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coordinator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,16 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=450, help="survivors sampled per trial (default: 450)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (default: 0)")
     p.add_argument("--trial-timeout", type=float, default=600.0, help="hard limit per attempt, s (default: 600)")
-    p.add_argument("--attempts", type=int, default=2, help="attempts per trial before FAIL (default: 2)")
-    p.add_argument("--quarantine-after", type=int, default=3,
-                   help="failures in a row that take a rig out of the run (default: 3)")
+    _retry_options(p)
     p.add_argument("--prng", help="PRNG type (default: from the data's meta.json)")
     p.add_argument("--mod", type=int, help="draw modulus (default: from the data's meta.json)")
     p.add_argument("--study", help="study name (default: scorer_meta_opt_<epoch>)")
     p.add_argument("--resume", metavar="STUDY", help="continue a study after the coordinator stopped")
     p.add_argument("--output", type=Path, default=Path("optimal_scorer_config.json"))
-    p.add_argument("--no-tui", action="store_true", help="plain lines instead of the live view")
     p.set_defaults(func=_step2)
+
+    p = sub.add_parser("run", help="run script jobs (the old coordinator's jobs-file format) over the rigs")
+    p.add_argument("--jobs-file", type=Path, required=True)
+    p.add_argument("--rigs", type=Path, default=Path("rigs.toml"), help="inventory (default: rigs.toml)")
+    p.add_argument("--out", type=Path, help="where outputs and summary.json go (default: runs/jobs_<name>_<epoch>)")
+    _retry_options(p)
+    p.set_defaults(func=_run)
     return parser
 
 
