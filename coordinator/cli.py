@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.events import Fanout, PlainLines, RunState
+from coordinator.live import view_for
 
 
 def _step2(args: argparse.Namespace) -> int:
@@ -17,9 +17,9 @@ def _step2(args: argparse.Namespace) -> int:
                         seed=args.seed, timeout_s=args.trial_timeout, max_attempts=args.attempts,
                         quarantine_after=args.quarantine_after, prng=args.prng, mod=args.mod,
                         resume=args.resume, study=args.study, output=args.output)
-    state = RunState(total=args.trials)
     try:
-        result = run_step2(opts, Fanout(state, PlainLines()))
+        with view_for(args.trials, args.no_tui) as view:
+            result = run_step2(opts, view, out=sys.stdout)  # inside the view: the live view's stdout
     except (Step2Error, ValueError, RuntimeError) as exc:
         print(f"coordinator step2: {exc}", file=sys.stderr)
         return 2
@@ -39,19 +39,31 @@ def _step2(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from coordinator.generic import run_jobs
+    from coordinator.generic import load_jobs_file, run_jobs
     from worker.contract import ContractError
 
     out_dir = args.out or Path("runs") / f"jobs_{args.jobs_file.stem}_{int(time.time())}"
     try:
-        summary, outcomes = run_jobs(args.rigs, args.jobs_file, out_dir, Fanout(RunState(), PlainLines()),
-                                     max_attempts=args.attempts, quarantine_after=args.quarantine_after)
+        with view_for(len(load_jobs_file(args.jobs_file)), args.no_tui) as view:
+            summary, outcomes = run_jobs(args.rigs, args.jobs_file, out_dir, view,
+                                         max_attempts=args.attempts, quarantine_after=args.quarantine_after)
     except (ContractError, ValueError) as exc:
         print(f"coordinator run: {exc}", file=sys.stderr)
         return 2
     print(f"jobs: complete={summary.complete} failed={summary.failed} retried={summary.retried}; "
           f"outputs and summary.json in {out_dir}")
     return 0 if summary.failed == 0 and summary.complete == len(outcomes) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from coordinator.report import ReportError, report
+
+    try:
+        report(args.study, args.null)
+    except ReportError as exc:
+        print(f"coordinator report: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _retry_options(p: argparse.ArgumentParser) -> None:
@@ -87,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where outputs and summary.json go (default: runs/jobs_<name>_<epoch>)")
     _retry_options(p)
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("report", help="summarise a study: best trial, accuracy spread, rigs, failures, coverage,"
+                                      " parameter importance; plots in runs/<study>/report/")
+    p.add_argument("study", nargs="?", help="study name (default: the newest in optuna_studies/)")
+    p.add_argument("--null", metavar="STUDY", help="a null-data study whose best the study's best must beat")
+    p.set_defaults(func=_report)
     return parser
 
 

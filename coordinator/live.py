@@ -1,0 +1,92 @@
+"""The operator's live view: one row per slot, progress with ETA, the best value so far, counts and
+quarantined rigs, redrawn from `RunState` about four times a second.
+
+The view holds no state of its own: every refresh rebuilds the picture from the RunState, so what
+it shows is always what the events added up to. Off a terminal (logs, pipes) or with `--no-tui`
+the run prints one plain line per event instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from coordinator.events import Event, PlainLines, RunState, Watcher
+
+STATE_STYLES = {"running": "green", "idle": "dim", "starting": "yellow", "lost": "red", "quarantined": "red"}
+
+
+def clock(seconds: float) -> str:
+    """H:MM:SS, the way an operator reads a duration at a glance."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+class LiveView:
+    """A rich Live over a RunState. It is the run's Watcher: events feed the state, the Live's own
+    thread redraws. Log records go through the same console, so they print above the view instead
+    of tearing it."""
+
+    def __init__(self, state: RunState, total: int | None = None, console: Console | None = None):
+        self.state = state
+        self.total = state.total if total is None else total
+        self.console = console or Console()
+        self.live = Live(self, console=self.console, refresh_per_second=4)
+        self.handler = RichHandler(console=self.console, show_path=False)
+
+    def notify(self, event: Event) -> None:
+        self.state.notify(event)
+
+    def __enter__(self) -> LiveView:
+        logging.getLogger().addHandler(self.handler)
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.stop()
+        logging.getLogger().removeHandler(self.handler)
+
+    def __rich__(self) -> RenderableType:
+        now = time.monotonic()
+        s = self.state
+        with s.lock:
+            slots = [(key, view.gpu, view.task, view.attempt, view.since, view.state)
+                     for key, view in sorted(s.slots.items()) if key[1] >= 0]  # slot -1: a rig-wide event
+            done, complete, failed, retried = s.done, s.complete, s.failed, s.retried
+            best, quarantined, elapsed = s.best, dict(s.quarantined), now - s.started_at
+
+        table = Table("rig", "slot", "GPU", "trial", "attempt", "elapsed", "state", expand=False)
+        for (rig, slot), gpu, task, attempt, since, state in slots:
+            running = state == "running"
+            table.add_row(rig, str(slot), "-" if gpu is None else str(gpu), task if running else "",
+                          str(attempt) if running else "", f"{now - since:.1f}s" if running else "",
+                          Text(state, style=STATE_STYLES.get(state, "")))
+
+        eta = clock(elapsed / done * (self.total - done)) if done and self.total else "-"
+        progress = Table.grid(padding=(0, 1))
+        progress.add_row(ProgressBar(total=self.total or None, completed=done, width=40),
+                         f"{done}/{self.total or '?'} trials", f"elapsed {clock(elapsed)}", f"ETA {eta}")
+        best_text = f"best {best[0]:.6f} ({best[1]})" if best else "best -"
+        lines: list[RenderableType] = [
+            table, progress,
+            Text(f"{best_text}   complete {complete}   failed {failed}   retried {retried}", style="bold")]
+        lines += [Text(f"quarantined {rig}: {why}", style="red") for rig, why in sorted(quarantined.items())]
+        return Group(*lines)
+
+
+def view_for(total: int, no_tui: bool = False) -> AbstractContextManager[Watcher]:
+    """The run's watcher: the live view on a terminal, plain lines when stdout is not one or with
+    --no-tui. Use it as `with view_for(n) as view:`."""
+    if sys.stdout.isatty() and not no_tui:
+        return LiveView(RunState(total=total))
+    return nullcontext(PlainLines())
