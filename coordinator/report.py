@@ -2,8 +2,8 @@
 
 From the study's journal and its archive: the best trial, the spread of accuracies (one distinct
 value means the objective did not discriminate), trials per rig and failures per reason, survivor
-coverage against N(1 - (1 - n/N)^k), which parameters mattered (an inert one is a parameter the
-science ignores), and, given a null-data study, the margin over its best. Prints it, writes the
+coverage against N(1 - (1 - n/N)^k), which parameters mattered (an inert one showed no measurable
+effect), and, given a null-data study, the margin over its best. Prints it, writes the
 figures to runs/<study>/report/summary.json and the plots beside them (HTML and PNG).
 """
 
