@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ def _step2(args: argparse.Namespace) -> int:
                         quarantine_after=args.quarantine_after, prng=args.prng, mod=args.mod,
                         resume=args.resume, study=args.study, output=args.output)
     try:
-        with view_for(args.trials, args.no_tui) as view:
+        with view_for(args.no_tui) as view:
             result = run_step2(opts, view, out=sys.stdout)  # inside the view: the live view's stdout
     except (Step2Error, ValueError, RuntimeError) as exc:
         print(f"coordinator step2: {exc}", file=sys.stderr)
@@ -39,12 +40,12 @@ def _step2(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from coordinator.generic import load_jobs_file, run_jobs
+    from coordinator.generic import run_jobs
     from worker.contract import ContractError
 
     out_dir = args.out or Path("runs") / f"jobs_{args.jobs_file.stem}_{int(time.time())}"
     try:
-        with view_for(len(load_jobs_file(args.jobs_file)), args.no_tui) as view:
+        with view_for(args.no_tui) as view:
             summary, outcomes = run_jobs(args.rigs, args.jobs_file, out_dir, view,
                                          max_attempts=args.attempts, quarantine_after=args.quarantine_after)
     except (ContractError, ValueError) as exc:
@@ -53,6 +54,42 @@ def _run(args: argparse.Namespace) -> int:
     print(f"jobs: complete={summary.complete} failed={summary.failed} retried={summary.retried}; "
           f"outputs and summary.json in {out_dir}")
     return 0 if summary.failed == 0 and summary.complete == len(outcomes) else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from coordinator.health import check_all
+    from coordinator.inventory import InventoryError, load_inventory
+    from worker.contract import code_hash
+
+    try:
+        rigs = load_inventory(args.rigs)
+    except InventoryError as exc:
+        print(f"coordinator {args.command}: {exc}", file=sys.stderr)
+        return 2
+    mode = "scipy" if args.command == "check-scipy" else "full"
+    rows = check_all(rigs, mode, code_hash())
+    if getattr(args, "json", False):
+        print(json.dumps([r.to_dict() for r in rows], indent=1))
+    else:
+        table = Table(title=f"coordinator {args.command}: {args.rigs}")
+        columns = ["rig", "host", "python", "scipy"] + (["numpy", "torch", "gpus", "disk GB", "mem GB", "code",
+                                                          "rtt ms"] if mode == "full" else []) + ["status"]
+        for col in columns:
+            table.add_column(col)
+        for r in rows:
+            d, mods = r.details, r.details.get("modules", {})
+            cells = [r.rig, r.address, f"{r.python} {d.get('python', '')}", str(mods.get("scipy") or "-")]
+            if mode == "full":
+                cells += [str(mods.get("numpy") or "-"), str(mods.get("torch") or "-"), str(d.get("gpus", "-")),
+                          str(d.get("disk_free_gb", "-")), str(d.get("mem_available_gb", "-")),
+                          str(d.get("code", "-")), str(d.get("rtt_ms", "-"))]
+            cells.append("[green]OK[/]" if r.ok else f"[red]FAIL[/] {r.reason}")
+            table.add_row(*cells)
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+    return 0 if all(r.ok for r in rows) else 1
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -92,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="STUDY", help="continue a study after the coordinator stopped")
     p.add_argument("--output", type=Path, default=Path("optimal_scorer_config.json"))
     p.set_defaults(func=_step2)
+
+    for name, text in (("check-scipy", "can every rig's venv import scipy.stats.spearmanr?"),
+                       ("check", "full pre-flight of every rig: reachability, versions, GPUs, disk, memory, code")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--rigs", type=Path, default=Path("rigs.toml"), help="inventory (default: rigs.toml)")
+        if name == "check":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=_check)
 
     p = sub.add_parser("run", help="run script jobs (the old coordinator's jobs-file format) over the rigs")
     p.add_argument("--jobs-file", type=Path, required=True)

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TextIO
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # slot-ready, started, finished, retried, failed, quarantined, slot-lost, note
+    kind: str  # planned, slot-ready, started, finished, retried, failed, quarantined, slot-lost
     rig: str = ""
     slot: int = -1
     gpu: int | None = None
@@ -57,6 +57,15 @@ class RunState:
 
     def notify(self, e: Event) -> None:
         with self.lock:
+            if e.kind == "planned":
+                self.total = int(e.value or 0)
+                return
+            if e.kind == "quarantined":
+                self.quarantined[e.rig] = e.reason
+                for (rig, _), other in self.slots.items():
+                    if rig == e.rig:
+                        other.state = "quarantined"
+                return
             view = self.slots.setdefault((e.rig, e.slot), SlotView(e.rig, e.slot, e.gpu))
             if e.kind == "slot-ready":
                 view.state = "idle"
@@ -74,11 +83,6 @@ class RunState:
                     self.failed += 1
             elif e.kind == "slot-lost":
                 view.state = "lost"
-            elif e.kind == "quarantined":
-                self.quarantined[e.rig] = e.reason
-                for (rig, _), other in self.slots.items():
-                    if rig == e.rig:
-                        other.state = "quarantined"
 
     @property
     def done(self) -> int:
@@ -95,7 +99,11 @@ class PlainLines:
     def notify(self, e: Event) -> None:
         if e.kind == "slot-ready":
             return
-        where = f"{e.rig}/slot{e.slot}" + (f"/gpu{e.gpu}" if e.gpu is not None else "")
+        if e.kind == "planned":
+            with self.lock:
+                print(f"planned {int(e.value or 0)} trials", file=self.stream, flush=True)
+            return
+        where = e.rig if e.slot < 0 else f"{e.rig}/slot{e.slot}" + (f"/gpu{e.gpu}" if e.gpu is not None else "")
         parts: list[Any] = [e.kind, where]
         if e.task:
             parts.append(f"{e.task} attempt {e.attempt}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.events import Watcher
+from coordinator.events import Event, Watcher
 from coordinator.inventory import Rig, load_inventory
 from coordinator.scheduler import Outcome, Scheduler, Summary, Task
 from coordinator.transport import Transport, TransportError, connect
@@ -143,6 +143,7 @@ def run_jobs(rigs_file: Path, jobs_file: Path, out_dir: Path, watcher: Watcher, 
         except TransportError as exc:
             print(f"rig {rig.name} left out of the run: {exc}", flush=True)
     source = JobsSource(jobs, out_dir)
+    watcher.notify(Event("planned", value=len(jobs)))
     slots = [ScriptSlot(transports[r.name], i) for r in rigs if r.name in transports for i in range(r.slots)]
     started = time.time()
     try:

@@ -37,9 +37,8 @@ class LiveView:
     thread redraws. Log records go through the same console, so they print above the view instead
     of tearing it."""
 
-    def __init__(self, state: RunState, total: int | None = None, console: Console | None = None):
+    def __init__(self, state: RunState, console: Console | None = None):
         self.state = state
-        self.total = state.total if total is None else total
         self.console = console or Console()
         self.live = Live(self, console=self.console, refresh_per_second=4)
         self.handler = RichHandler(console=self.console, show_path=False)
@@ -62,7 +61,7 @@ class LiveView:
         with s.lock:
             slots = [(key, view.gpu, view.task, view.attempt, view.since, view.state)
                      for key, view in sorted(s.slots.items()) if key[1] >= 0]  # slot -1: a rig-wide event
-            done, complete, failed, retried = s.done, s.complete, s.failed, s.retried
+            done, complete, failed, retried, total = s.done, s.complete, s.failed, s.retried, s.total
             best, quarantined, elapsed = s.best, dict(s.quarantined), now - s.started_at
 
         table = Table("rig", "slot", "GPU", "trial", "attempt", "elapsed", "state", expand=False)
@@ -72,10 +71,10 @@ class LiveView:
                           str(attempt) if running else "", f"{now - since:.1f}s" if running else "",
                           Text(state, style=STATE_STYLES.get(state, "")))
 
-        eta = clock(elapsed / done * (self.total - done)) if done and self.total else "-"
+        eta = clock(elapsed / done * (total - done)) if done and total else "-"
         progress = Table.grid(padding=(0, 1))
-        progress.add_row(ProgressBar(total=self.total or None, completed=done, width=40),
-                         f"{done}/{self.total or '?'} trials", f"elapsed {clock(elapsed)}", f"ETA {eta}")
+        progress.add_row(ProgressBar(total=total or None, completed=done, width=40),
+                         f"{done}/{total or '?'} trials", f"elapsed {clock(elapsed)}", f"ETA {eta}")
         best_text = f"best {best[0]:.6f} ({best[1]})" if best else "best -"
         lines: list[RenderableType] = [
             table, progress,
@@ -84,9 +83,9 @@ class LiveView:
         return Group(*lines)
 
 
-def view_for(total: int, no_tui: bool = False) -> AbstractContextManager[Watcher]:
+def view_for(no_tui: bool = False) -> AbstractContextManager[Watcher]:
     """The run's watcher: the live view on a terminal, plain lines when stdout is not one or with
-    --no-tui. Use it as `with view_for(n) as view:`."""
+    --no-tui. Use it as `with view_for() as view:`; the run's "planned" event sets the total."""
     if sys.stdout.isatty() and not no_tui:
-        return LiveView(RunState(total=total))
+        return LiveView(RunState())
     return nullcontext(PlainLines())

@@ -10,7 +10,6 @@ figures to runs/<study>/report/summary.json and the plots beside them (HTML and 
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -28,8 +27,6 @@ from worker.params import SCORER_SPACE
 
 INERT_SHARE = 0.01  # below this share of the total importance a parameter changes nothing measurable
 TARGET = "Spearman ρ (holdout)"
-# scheduler.py writes each failed attempt as "attempt N on RIG: REASON[: DETAIL]"
-FAILURE = re.compile(r"^attempt \d+ on (?P<rig>.+?): (?P<reason>[\w-]+)(?::|$)")
 
 
 class ReportError(RuntimeError):
@@ -70,10 +67,8 @@ def tally(trials: list[TrialRecord]) -> tuple[dict[str, dict[str, int]], dict[st
         if trial.state == "COMPLETE":
             rigs.setdefault(trial.attrs.get("rig", "?"), Counter())["complete"] += 1
         for failure in trial.attrs.get("failures", []):
-            match = FAILURE.match(failure)
-            rig, reason = (match["rig"], match["reason"]) if match else ("-", failure)
-            rigs.setdefault(rig, Counter())["failed_attempts"] += 1
-            reasons[reason] += 1
+            rigs.setdefault(failure["rig"], Counter())["failed_attempts"] += 1
+            reasons[failure["reason"]] += 1
     return ({rig: {"complete": c["complete"], "failed_attempts": c["failed_attempts"]}
              for rig, c in sorted(rigs.items())}, dict(reasons.most_common()))
 
@@ -117,7 +112,7 @@ def summarize(study: Study, runs_dir: Path = results.RUNS_DIR) -> dict[str, Any]
         "storage": str(study.path),
         "worker_version": meta.get("worker_version"),
         "code_hash": meta.get("code_hash"),
-        "trials": {"total": len(trials), **results._counts(trials)},
+        "trials": {"total": len(trials), **results.trial_counts(trials)},
         "best": None if best is None else {"trial": best.number, "trial_id": contract.trial_id(best.number),
                                            "accuracy": best.value, "rig": best.attrs.get("rig"),
                                            "params": best.params},

@@ -62,7 +62,7 @@ def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, 
     if best is None:
         raise RuntimeError(f"study {study.name}: no trial completed; {path} not written")
     meta = study.meta()
-    counts = _counts(trials)
+    counts = trial_counts(trials)
     config = {
         **{k: v for k, v in best.params.items()},
         "accuracy": best.value,
@@ -89,7 +89,7 @@ def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, 
     return config
 
 
-def _counts(trials: list[TrialRecord]) -> dict[str, int]:
+def trial_counts(trials: list[TrialRecord]) -> dict[str, int]:
     states = [t.state for t in trials]
     return {"complete": states.count("COMPLETE"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),
             "retried": sum(1 for t in trials if t.attrs.get("attempts", 1) > 1)}

@@ -26,7 +26,12 @@ class Task:
     key: str
     attempt: int = 1
     data: Any = None
-    failures: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {attempt, rig, reason, detail} per failure
+
+    def failure_text(self) -> str:
+        return "; ".join(f"attempt {f['attempt']} on {f['rig']}: {f['reason']}" + (f": {f['detail']}" if f["detail"]
+                                                                                     else "")
+                         for f in self.failures)
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Source(Protocol):
 
     def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
         """An attempt failed (rig None: no slot was left to run it). When `final`, the task is over:
-        `task.failures` lists every attempt's failure."""
+        `task.failures` holds every attempt's failure."""
 
 
 class Executor(Protocol):
@@ -112,8 +117,10 @@ class Scheduler:
             self.stop()
             raise
         for task in self.retries:  # every slot is gone: what is left cannot run anywhere
-            task.failures.append("no slot left to run it")
-            self.source.attempt_failed(task, Outcome(False, reason="no-slot", detail="no slot left"), None, True)
+            outcome = Outcome(False, reason="no-slot", detail="no slot left to run it")
+            task.failures.append({"attempt": task.attempt, "rig": "-", "reason": outcome.reason,
+                                  "detail": outcome.detail})
+            self.source.attempt_failed(task, outcome, None, True)
             self.summary.failed += 1
         self.retries.clear()
         return self.summary
@@ -197,7 +204,8 @@ class Scheduler:
                 self.in_flight -= 1
                 self.cond.notify_all()
             return
-        task.failures.append(f"attempt {task.attempt} on {ex.rig.name}: {outcome.describe()}")
+        task.failures.append({"attempt": task.attempt, "rig": ex.rig.name, "reason": outcome.reason,
+                              "detail": outcome.detail})
         final = task.attempt >= self.max_attempts
         self.source.attempt_failed(task, outcome, ex.rig, final)
         self._emit("failed" if final else "retried", ex, task, reason=outcome.describe())

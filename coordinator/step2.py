@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 from coordinator import results
 from coordinator.deploy import DeployError, deploy
-from coordinator.events import Watcher
+from coordinator.events import Event, Watcher
+from coordinator.health import preflight
 from coordinator.inventory import Rig, load_inventory
 from coordinator.jobs import RunSettings, load_data_dir, new_run_id
 from coordinator.scheduler import Outcome, Scheduler, Summary, Task
@@ -110,7 +111,7 @@ class Step2Source:
         self.archive.store(record, final=final)
         if final:
             self.study.set_attrs(number, failures=task.failures, attempts=task.attempt)
-            self.study.tell_fail(number, "; ".join(task.failures))
+            self.study.tell_fail(number, task.failure_text())
 
 
 def _stage_data(settings_data: dict[str, Path], stage: Path) -> None:
@@ -141,6 +142,9 @@ def _open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> tuple[di
         transport = None
         try:
             transport = connect(rig)
+            problem = preflight(transport)
+            if problem:
+                raise DeployError(f"pre-flight check failed: {problem}")
             report = deploy(transport, files)
             with lock:
                 transports[rig.name] = transport
@@ -243,6 +247,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     target = meta["trials"] if opts.resume else opts.trials
     new_trials = max(0, target - finished - len(pending))
     source = Step2Source(study, settings, archive, new_trials, pending, Path("."))
+    watcher.notify(Event("planned", value=new_trials + len(pending)))
     executors = [WarmSlot(transports[rig.name], i, lambda task, r=rig: source.build(task, r), code)
                  for rig in rigs if rig.name in transports for i in range(rig.slots)]
     scheduler = Scheduler(source, executors, watcher, max_attempts=opts.max_attempts,

@@ -26,8 +26,9 @@ import logging, sys, time
 from coordinator.events import Event
 from coordinator.live import view_for
 
-with view_for(2, no_tui=sys.argv[1] == "1") as view:
-    for e in (Event("slot-ready", rig="head", slot=0), Event("slot-ready", rig="rig-a", slot=0, gpu=3),
+with view_for(no_tui=sys.argv[1] == "1") as view:
+    for e in (Event("planned", value=2), Event("slot-ready", rig="head", slot=0),
+              Event("slot-ready", rig="rig-a", slot=0, gpu=3),
               Event("started", rig="head", slot=0, task="trial_0000", attempt=1),
               Event("started", rig="rig-a", slot=0, gpu=3, task="trial_0001", attempt=1)):
         view.notify(e)

@@ -44,13 +44,15 @@ def make_study(root: Path, name: str, n: int, value: Callable[[dict], float] = p
         identity = {"study": name, "run_id": "r1", "trial_id": contract.trial_id(number),
                     "optuna_trial_number": number, "attempt": 1, "params": params}
         if number in fail:
-            failures = [f"attempt {a} on rig-a: timeout: over the 600 s limit; killed on the rig" for a in (1, 2)]
-            archive.store(contract.make_result(identity, accuracy=None, error=failures[-1]), final=True)
+            failures = [{"attempt": a, "rig": "rig-a", "reason": "timeout", "detail": "over the 600 s limit"}
+                        for a in (1, 2)]
+            archive.store(contract.make_result(identity, accuracy=None, error="timeout"), final=True)
             study.set_attrs(number, attempts=2, failures=failures)
-            study.tell_fail(number, "; ".join(failures))
+            study.tell_fail(number, "timeout")
             continue
         samples[number] = np.random.default_rng(number).choice(POOL, SAMPLE, replace=False).tolist()
-        failures = ["attempt 1 on rig-a: error: ValueError: boom"] if number in retried else []
+        failures = ([{"attempt": 1, "rig": "rig-a", "reason": "error", "detail": "ValueError: boom"}]
+                    if number in retried else [])
         record = contract.make_result({**identity, "attempt": 1 + len(failures)}, accuracy=value(params),
                                       error=None, sample_indices=samples[number])
         archive.store(record, final=True)

@@ -106,7 +106,8 @@ def test_crashes_end_fail_with_every_reason_never_a_value():
     assert summary.failed == 3 and summary.complete == 0 and state.best is None
     for key in ("t0", "t1", "t2"):
         status, failures = source.told[key]
-        assert status == "fail" and len(failures) == 3 and all("exit 1" in f for f in failures)
+        assert status == "fail" and [f["attempt"] for f in failures] == [1, 2, 3]
+        assert all(f["reason"] == "exit" and f["detail"] == "exit 1" and f["rig"] == "head" for f in failures)
 
 
 def test_a_failing_rig_is_quarantined_and_its_running_attempts_come_back():
@@ -131,7 +132,7 @@ def test_no_slot_left_fails_the_waiting_retry_and_asks_no_more():
     summary, _ = run(source, [FakeSlot(RIG_A, 0, "crash")], quarantine_after=1, max_attempts=2)
     assert summary.complete == 0 and summary.failed == 1
     status, failures = source.told["t0"]
-    assert status == "fail" and failures[-1] == "no slot left to run it"
+    assert status == "fail" and [f["reason"] for f in failures] == ["exit", "no-slot"]
     assert source.left == [1]  # never asked, so never left RUNNING in the study
 
 
