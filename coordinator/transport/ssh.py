@@ -80,6 +80,8 @@ class SshProcess(StreamProcess):
     def send_line(self, line: str) -> None:
         if "\n" in line:
             raise ValueError("a line must not contain a newline")
+        if self._channel.exit_status_ready():  # paramiko would accept the line until the channel closes
+            raise TransportError(self.rig, "lost", "cannot write to the process: it has exited")
         try:
             self._channel.sendall(line.encode() + b"\n")
         except _CHANNEL_ERRORS as exc:
