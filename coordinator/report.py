@@ -44,7 +44,7 @@ def load_study(name: str, studies_dir: Path = STUDIES_DIR) -> Study:
     path = storage_path(name, studies_dir)
     if not path.is_file():
         raise ReportError(f"{path}: no such study (known: {', '.join(p.stem for p in studies_dir.glob('*.journal'))})")
-    return Study(name, path, seed=0, create=False)
+    return Study(name, path, seed=0, create=False, writer=False)
 
 
 def pool_size(run_dir: Path, meta: dict[str, Any]) -> int | None:

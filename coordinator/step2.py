@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from coordinator import results
-from coordinator.deploy import DeployError, deploy
+from coordinator.deploy import DeployError, deploy, worker_bundle
 from coordinator.events import Event, Watcher
 from coordinator.health import preflight
 from coordinator.inventory import Rig, load_inventory
@@ -62,12 +62,6 @@ class Step2Result:
     output: Path
     trials_dir: Path
     excluded: dict[str, str]
-
-
-def worker_files() -> dict[str, Path]:
-    """The worker package as pushed to a rig: code/worker/<file>."""
-    package = Path(contract.__file__).resolve().parent
-    return {f"code/worker/{p.relative_to(package).as_posix()}": p for p in contract.code_files(package)}
 
 
 class Step2Source:
@@ -236,7 +230,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     study.set_meta("runs", [*study.meta().get("runs", []), settings.run_id])
     print(f"study {name}: storage {study.path}, run {settings.run_id}", file=out, flush=True)
 
-    files = {**worker_files(), **{ref.path: run_dir / "data" / Path(ref.path).name
+    files = {**worker_bundle(), **{ref.path: run_dir / "data" / Path(ref.path).name
                                   for ref in settings.data.values()}}
     transports, excluded = _open_rigs(rigs, files, out)
     if not transports:

@@ -6,6 +6,7 @@ the storage. Every sampler setting that changed between Optuna versions is set e
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STUDIES_DIR = Path("optuna_studies")
+JOURNAL_LOCK_SUFFIX = ".lock"  # what optuna's JournalFileSymlinkLock appends to the journal's path
 
 
 class StudyError(RuntimeError):
@@ -61,13 +63,15 @@ class TrialRecord:
 class Study:
     """Ask, tell, attributes; thread-safe, since every slot thread reports here."""
 
-    def __init__(self, name: str, path: Path, *, seed: int, create: bool):
+    def __init__(self, name: str, path: Path, *, seed: int, create: bool, writer: bool = True):
         self.name, self.path = name, path
         if create and path.exists():
             raise StudyError(f"{path}: a study is already stored there; resume it with --resume {name}")
         if not create and not path.exists():
-            raise StudyError(f"{path}: no such study to resume")
+            raise StudyError(f"{path}: no such study")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if writer:
+            self._own(path)
         storage = JournalStorage(JournalFileBackend(str(path)))
         self.lock = threading.Lock()
         self.dists = distributions()
@@ -77,6 +81,16 @@ class Study:
         else:
             self.study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(seed))
         self._trials: dict[int, optuna.Trial] = {}
+
+    def _own(self, path: Path) -> None:
+        """One coordinator per study: an exclusive flock the kernel drops when the process dies. As
+        the only writer, any journal lock file left by a killed coordinator is stale: remove it."""
+        self._owner = open(path.with_name(path.name + ".owner"), "a")
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise StudyError(f"{path}: study {self.name} is in use by another coordinator") from exc
+        Path(f"{path}{JOURNAL_LOCK_SUFFIX}").unlink(missing_ok=True)
 
     # -- study-level attributes (the run's settings, so a resume needs no arguments) ---------------
 
