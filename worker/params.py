@@ -50,7 +50,7 @@ SCORER_SPACE: dict[str, Dimension] = {
     "max_offset": IntRange(0, 15),
     "temporal_window_size": IntRange(50, 200),
     "temporal_num_windows": IntRange(3, 10),
-    "min_confidence_threshold": FloatRange(0.05, 0.5),
+    "min_confidence_threshold": FloatRange(0.001, 0.5, log=True),
 }
 
 MODEL_SPACE: dict[str, Dimension] = {

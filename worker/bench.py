@@ -1,0 +1,74 @@
+"""`python -m worker bench`: time whole trials at the proposal's scale, phase by phase.
+
+Also home of the two helpers that run trials outside the coordinator (the bench, the tests): a job
+for a data directory, and parameters drawn at random from the search space.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.contract import DATA_ROLES, DataRef, Job, code_hash, sha256_file, trial_id
+from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
+from worker.synth import write_synthetic
+from worker.trial import run_trial
+
+FILES = {"survivors": "survivors.npz", "train_history": "train_history.json",
+         "holdout_history": "holdout_history.json"}
+SAMPLE_SIZE = 450
+# The most expensive corner of the search space: the bench times the worst case, not a typical trial.
+HEAVIEST = {"residue_mod_1": 20, "residue_mod_2": 150, "residue_mod_3": 1000, "max_offset": 15,
+            "temporal_window_size": 200, "temporal_num_windows": 10, "min_confidence_threshold": 0.01,
+            "hidden_layers": "256_128_64", "dropout": 0.1, "learning_rate": 1e-3, "batch_size": 32}
+
+
+def make_job(data_dir: Path, params: dict[str, Any], trial_number: int = 0, sample_size: int = SAMPLE_SIZE,
+             prng_type: str = "java_lcg", mod: int = 1000) -> Job:
+    """A job for the files write_synthetic puts in data_dir, with data_dir as the work directory."""
+    data = {role: DataRef(FILES[role], sha256_file(Path(data_dir) / FILES[role])) for role in DATA_ROLES}
+    return Job(study="bench", run_id="bench", trial_id=trial_id(trial_number), attempt=1, timeout_s=600.0,
+               code_hash=code_hash(), prng_type=prng_type, mod=mod, sample_size=sample_size, data=data,
+               params={**params, "optuna_trial_number": trial_number})
+
+
+def random_params(rng: np.random.Generator) -> dict[str, Any]:
+    """One parameter set drawn uniformly from the search space (log ranges uniformly in the log)."""
+    params: dict[str, Any] = {}
+    for name, dim in SEARCH_SPACE.items():
+        if isinstance(dim, IntRange):
+            params[name] = int(rng.integers(dim.low, dim.high, endpoint=True))
+        elif isinstance(dim, FloatRange) and dim.log:
+            params[name] = float(math.exp(rng.uniform(math.log(dim.low), math.log(dim.high))))
+        elif isinstance(dim, FloatRange):
+            params[name] = float(rng.uniform(dim.low, dim.high))
+        else:
+            assert isinstance(dim, Choice)
+            params[name] = dim.options[int(rng.integers(len(dim.options)))]
+    return params
+
+
+def bench(data_dir: Path, repeats: int = 5) -> dict[str, float]:
+    """Median seconds per phase and per trial over `repeats` trials (different samples, one warm
+    cache, as in a warm slot); writes planted data at the proposal's scale first if data_dir has none."""
+    data_dir = Path(data_dir)
+    if not all((data_dir / name).exists() for name in FILES.values()):
+        write_synthetic(data_dir, "planted")
+    cache: dict = {}
+    runs = []
+    for number in range(repeats):
+        job = make_job(data_dir, HEAVIEST, trial_number=number)
+        start = time.perf_counter()
+        outcome = run_trial(job, data_dir, cache)
+        runs.append({**outcome.timings, "trial_seconds": time.perf_counter() - start})
+    medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    for key, value in medians.items():
+        if key != "trial_seconds":
+            print(f"{key:>10}: {value * 1000:8.1f} ms")
+    print(f"trial_seconds={medians['trial_seconds']:.4f}")
+    return medians

@@ -1,0 +1,76 @@
+"""One Step 2 trial: sample survivors, learn to predict their future quality, score the ranking.
+
+The fit mirrors the evaluation one step earlier in time: features on the older train draws predict
+quality on the newest train draws (as many as the holdout), exactly as features on the whole train
+history then predict quality on the holdout, whose stream positions continue after the train draws.
+Features and target never share draws, and the target reads no trial parameter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker import model
+from worker.contract import Job, job_path
+from worker.data import load_dataset
+from worker.objective import spearman_objective
+from worker.params import validate_params
+from worker.prng import get_generator
+from worker.scorer import SurvivorScorer
+
+
+@dataclass
+class TrialOutcome:
+    accuracy: float
+    sample_indices: list[int]
+    timings: dict[str, float]  # seconds per phase: load, features, fit, holdout, objective
+    device: str
+    diagnostics: dict[str, Any]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[phase] = time.perf_counter() - start
+
+
+def _summary(y: np.ndarray) -> dict[str, float]:
+    return {"mean": float(np.mean(y)), "std": float(np.std(y)), "max": float(np.max(y))}
+
+
+def run_trial(job: Job, root: Path, cache: dict | None = None) -> TrialOutcome:
+    """Run the job's trial on data under root. The trial number seeds the sample, the validation
+    split and the network, so running the same job twice gives the same accuracy."""
+    source = job_path(job.study, job.trial_id)
+    timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        params = validate_params(job.params, source)
+        generator = get_generator(job.prng_type, source)
+        data = load_dataset(job, root, cache)
+        rng = np.random.default_rng(job.trial_number)
+        indices = np.sort(rng.choice(len(data.seeds), size=job.sample_size, replace=False))
+        seeds = data.seeds[indices]
+    n_train, n_holdout = len(data.train), len(data.holdout)
+    n_old = n_train - n_holdout
+    with _timed(timings, "features"):
+        x_fit = SurvivorScorer.features(seeds, data.train[:n_old], 1, params, job.mod, generator)
+        y_fit = SurvivorScorer.quality(seeds, data.train[n_old:], n_old + 1, job.mod, generator)
+    with _timed(timings, "fit"):
+        fitted = model.fit(x_fit, y_fit, params, seed=job.trial_number)
+    with _timed(timings, "holdout"):
+        y_pred = fitted.predict(SurvivorScorer.features(seeds, data.train, 1, params, job.mod, generator))
+        y_holdout = SurvivorScorer.quality(seeds, data.holdout, n_train + 1, job.mod, generator)
+    with _timed(timings, "objective"):
+        accuracy, objective = spearman_objective(y_pred, y_holdout)
+    diagnostics = {**objective, **fitted.diagnostics, "pool": len(data.seeds), "n_train": n_train,
+                   "n_holdout": n_holdout, "y_fit": _summary(y_fit), "y_holdout": _summary(y_holdout),
+                   "y_pred": _summary(y_pred)}
+    return TrialOutcome(accuracy, indices.tolist(), timings, "cpu", diagnostics)
