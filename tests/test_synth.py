@@ -56,7 +56,7 @@ def test_refuses_what_it_cannot_make(tmp_path, kwargs, words):
 
 
 def test_synth_command(tmp_path, capsys):
-    assert synth_command(tmp_path / "d", "null", survivors=20, train=200, holdout=50, seed=3) == 0
+    assert synth_command(tmp_path / "d", "null", n_survivors=20, n_train=200, n_holdout=50, seed=3) == 0
     assert "20 survivors" in capsys.readouterr().out
     assert json.loads((tmp_path / "d" / "meta.json").read_text())["mode"] == "null"
 

@@ -122,10 +122,10 @@ def write_synthetic(out_dir: Path, mode: str, n_survivors: int = 17126, n_train:
     return meta
 
 
-def synth_command(out: Path, mode: str, survivors: int = 17126, train: int = 4000, holdout: int = 1000,
+def synth_command(out: Path, mode: str, n_survivors: int = 17126, n_train: int = 4000, n_holdout: int = 1000,
                   mod: int = 1000, prng: str = "java_lcg", seed: int = 0) -> int:
     """`python -m worker synth`: write the data set and say what was written."""
-    write_synthetic(out, mode, survivors, train, holdout, mod, prng, seed)
-    print(f"wrote {mode} data to {out}: {survivors} survivors, {train} train / {holdout} holdout draws, "
+    write_synthetic(out, mode, n_survivors, n_train, n_holdout, mod, prng, seed)
+    print(f"wrote {mode} data to {out}: {n_survivors} survivors, {n_train} train / {n_holdout} holdout draws, "
           f"{prng} mod {mod}, seed {seed}")
     return 0
