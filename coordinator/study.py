@@ -116,6 +116,21 @@ class Study:
             self._trials[number] = optuna.Trial(self.study, frozen._trial_id)
         return self._trials[number]
 
+    def complete_params(self, number: int) -> dict[str, Any]:
+        """A trial's full parameter set. A coordinator killed inside `ask` can leave a RUNNING trial
+        with only some parameters stored; the sampler draws the missing ones, so the trial runs
+        whole instead of failing validation or being told twice."""
+        with self.lock:
+            trial = self._trial(number)
+            for name, dist in self.dists.items():
+                if isinstance(dist, IntDistribution):
+                    trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+                elif isinstance(dist, FloatDistribution):
+                    trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+                else:
+                    trial.suggest_categorical(name, dist.choices)
+            return dict(trial.params)
+
     def set_attrs(self, number: int, **attrs: Any) -> None:
         with self.lock:
             trial = self._trial(number)

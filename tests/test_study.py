@@ -1,0 +1,58 @@
+"""The Optuna boundary: explicit TPE settings, one coordinator per study, trials left half-asked by
+a killed coordinator completed on resume, crashes told as FAIL with their reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.study import Study, StudyError, distributions, make_sampler, storage_path
+from worker.params import SEARCH_SPACE, validate_params
+
+
+def test_sampler_settings_are_explicit():
+    sampler = make_sampler(7)
+    assert sampler._constant_liar is True and sampler._multivariate is True
+    assert set(distributions()) == set(SEARCH_SPACE)
+
+
+def test_asked_params_are_valid_worker_params(tmp_path: Path):
+    study = Study("s", storage_path("s", tmp_path), seed=1, create=True)
+    for _ in range(12):
+        number, params = study.ask()
+        validate_params({**params, "optuna_trial_number": number})
+        study.tell_value(number, 0.1)
+
+
+def test_one_coordinator_per_study(tmp_path: Path):
+    path = storage_path("s", tmp_path)
+    first = Study("s", path, seed=0, create=True)
+    with pytest.raises(StudyError, match="in use by another coordinator"):
+        Study("s", path, seed=0, create=False)
+    reader = Study("s", path, seed=0, create=False, writer=False)
+    assert reader.trials() == [] and first.trials() == []
+    with pytest.raises(StudyError, match="already stored"):
+        Study("s", path, seed=0, create=True, writer=False)
+
+
+def test_half_asked_trial_is_completed_on_resume(tmp_path: Path):
+    path = storage_path("s", tmp_path)
+    study = Study("s", path, seed=0, create=True)
+    trial = study.study.ask()  # as if killed inside ask(): one parameter stored, the rest not
+    first = trial.suggest_int("residue_mod_1", 5, 20)
+    del study
+    resumed = Study("s", path, seed=0, create=False)
+    params = resumed.complete_params(trial.number)
+    assert params["residue_mod_1"] == first and set(params) == set(SEARCH_SPACE)
+    validate_params({**params, "optuna_trial_number": trial.number})
+    assert resumed.complete_params(trial.number) == params
+
+
+def test_failures_are_fail_with_reason_never_values(tmp_path: Path):
+    study = Study("s", storage_path("s", tmp_path), seed=0, create=True)
+    number, _ = study.ask()
+    study.tell_fail(number, "attempt 1 on rig-a: exit")
+    (record,) = study.trials()
+    assert record.state == "FAIL" and record.value is None and record.attrs["fail_reason"].endswith("exit")
+    assert study.best() is None
