@@ -119,11 +119,16 @@ def _stage_data(settings_data: dict[str, Path], stage: Path) -> None:
             os.replace(tmp, target)
 
 
-def _validate_on_head(settings: RunSettings, root: Path) -> None:
-    """Load the data exactly as a worker would, before any trial goes out: bad input stops here."""
+def _validate_on_head(settings: RunSettings, root: Path, sources: dict[str, Path]) -> None:
+    """Load the data exactly as a worker would, before any trial goes out: bad input stops here, with
+    an error that names the operator's file, not the run's staged copy of it."""
     from worker.data import load_dataset
 
-    load_dataset(settings.job(0, {}, 1), root)
+    staged = {str(contract.resolve_inside(root, ref.path)): sources[role] for role, ref in settings.data.items()}
+    try:
+        load_dataset(settings.job(0, {}, 1), root)
+    except contract.ContractError as exc:
+        raise Step2Error(f"{staged.get(exc.source, exc.source)}: field '{exc.field}': {exc.problem}") from exc
 
 
 def _open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> tuple[dict[str, Transport], dict[str, str]]:
@@ -162,7 +167,7 @@ def _reattach(study: Study, transports: dict[str, Transport], archive: results.A
     for trial in study.trials():
         if trial.state != "RUNNING":
             continue
-        params = {k: v for k, v in trial.params.items()}
+        params = study.complete_params(trial.number)
         dispatch = trial.attrs.get("dispatch") or {}
         record = _fetch_earlier(transports.get(dispatch.get("rig", "")), trial.number, dispatch)
         if record is not None and record["status"] == "success":
@@ -222,7 +227,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     settings = RunSettings(study=name, run_id=new_run_id(), code_hash=code, prng_type=meta["prng"]["type"],
                            mod=meta["prng"]["mod"], sample_size=meta["sample_size"], timeout_s=meta["timeout_s"],
                            data={role: DataRef(d["path"], d["sha256"]) for role, d in meta["data"].items()})
-    _validate_on_head(settings, run_dir)
+    _validate_on_head(settings, run_dir, sources)
     if not opts.resume:
         study = Study(name, storage_path(name, opts.studies_dir), seed=opts.seed, create=True)
         for key, value in meta.items():
