@@ -29,6 +29,26 @@ def serve_command(transport: Transport, index: int) -> tuple[list[str], dict[str
     return [rig.python, "-m", "worker", "serve", "--root", "."], {**rig.slot_env(index), "PYTHONPATH": "code"}
 
 
+class ResultError(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def fetch_result(transport: Transport, run_id: str, tid: str, attempt: int) -> dict:
+    """An attempt's result file from its rig, validated against the run, trial and attempt.
+    Raises TransportError (reason 'missing' when absent) or ResultError ('corrupt' or 'invalid')."""
+    path = contract.result_path(run_id, tid, attempt)
+    where = f"{transport.rig.name}:{path}"
+    raw = transport.get_bytes(path)
+    try:
+        return contract.validate_result(json.loads(raw), where, run_id=run_id, tid=tid, attempt=attempt)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultError("corrupt", f"{where}: not valid JSON: {exc}") from exc
+    except contract.ContractError as exc:
+        raise ResultError("invalid", str(exc)) from exc
+
+
 class WarmSlot:
     def __init__(self, transport: Transport, index: int, build: Callable[[Task], Job], code_hash: str):
         self.transport, self.rig, self.index = transport, transport.rig, index
@@ -96,20 +116,15 @@ class WarmSlot:
 
     def _collect(self, job: Job, exit_status: int) -> Outcome:
         """Fetch and validate the attempt's result file; only a valid success is a success."""
-        path = job.result_path
         try:
-            raw = self.transport.get_bytes(path)
+            record = fetch_result(self.transport, job.run_id, job.trial_id, job.attempt)
         except TransportError as exc:
             if exc.reason == "missing":
-                return Outcome(False, reason="missing", detail=f"no result file {path} (worker exit {exit_status})")
+                return Outcome(False, reason="missing",
+                               detail=f"no result file {job.result_path} (worker exit {exit_status})")
             return Outcome(False, reason=exc.reason, detail=str(exc))
-        try:
-            record = contract.validate_result(json.loads(raw), f"{self.rig.name}:{path}", run_id=job.run_id,
-                                              tid=job.trial_id, attempt=job.attempt)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return Outcome(False, reason="corrupt", detail=f"{self.rig.name}:{path}: not valid JSON: {exc}")
-        except contract.ContractError as exc:
-            return Outcome(False, reason="invalid", detail=str(exc))
+        except ResultError as exc:
+            return Outcome(False, reason=exc.reason, detail=str(exc))
         if record["status"] != "success":
             return Outcome(False, reason="error", detail=record["error"], record=record)
         if exit_status != 0:

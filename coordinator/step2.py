@@ -22,7 +22,7 @@ from coordinator.health import preflight
 from coordinator.inventory import Rig, load_inventory
 from coordinator.jobs import RunSettings, load_data_dir, new_run_id
 from coordinator.scheduler import Outcome, Scheduler, Summary, Task
-from coordinator.slots import WarmSlot
+from coordinator.slots import ResultError, WarmSlot, fetch_result
 from coordinator.study import STUDIES_DIR, Study, storage_path
 from coordinator.transport import Transport, TransportError, connect
 from worker import VERSION, contract
@@ -185,14 +185,9 @@ def _reattach(study: Study, transports: dict[str, Transport], archive: results.A
 def _fetch_earlier(transport: Transport | None, number: int, dispatch: dict[str, Any]) -> dict | None:
     if transport is None or "run_id" not in dispatch:
         return None
-    tid = contract.trial_id(number)
-    path = contract.result_path(dispatch["run_id"], tid, dispatch["attempt"])
     try:
-        import json
-
-        return contract.validate_result(json.loads(transport.get_bytes(path)), path, run_id=dispatch["run_id"],
-                                        tid=tid, attempt=dispatch["attempt"])
-    except (TransportError, ValueError):
+        return fetch_result(transport, dispatch["run_id"], contract.trial_id(number), dispatch["attempt"])
+    except (TransportError, ResultError):
         return None
 
 
