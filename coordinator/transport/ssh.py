@@ -28,6 +28,7 @@ from coordinator.transport.streams import StreamProcess, home_relative, pump, re
 
 KEEPALIVE_S = 15
 RUN_BACKSTOP_S = 5  # the rig kills run() commands itself this long after the head's limit
+SESSION_START_S = 30.0  # login shell and rc files on a busy rig: slower than the network handshake
 _PGID_TAG = b"step2-pgid "
 _CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
@@ -210,7 +211,7 @@ class SshTransport:
         Output before the pgid (a chatty .bashrc) is dropped."""
         channel = self._channel()
         try:
-            channel.settimeout(self.rig.connect_timeout_s)
+            channel.settimeout(max(self.rig.connect_timeout_s, SESSION_START_S))
             channel.exec_command(_command(self.rig.workdir, argv, env, limit))
             stdout = channel.makefile("rb")
             for line in iter(stdout.readline, b""):
