@@ -12,6 +12,7 @@ from typing import Any
 
 from worker import contract
 from worker.contract import DataRef, Job
+from worker.prng import GENERATORS
 
 JOBS_DIR = Path("jobs")
 SURVIVOR_FILES = ("survivors.npz", "survivors.json")
@@ -53,10 +54,14 @@ def load_data_dir(directory: Path, prng_type: str | None = None, mod: int | None
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{meta_path}: not valid JSON: {exc}") from exc
+    prng_arg = prng_type
     prng_type = prng_type or meta.get("prng_type")
     mod = mod or meta.get("mod")
     if not isinstance(prng_type, str):
         raise DataError(f"{meta_path}: field 'prng_type' missing; give --prng or write it in meta.json")
+    if prng_type not in GENERATORS:
+        where = "--prng" if prng_arg else f"{meta_path}: field 'prng_type'"
+        raise DataError(f"{where}: unknown PRNG type {prng_type!r} (known: {', '.join(sorted(GENERATORS))})")
     if not isinstance(mod, int) or isinstance(mod, bool):
         raise DataError(f"{meta_path}: field 'mod' missing or not an integer; give --mod or write it in meta.json")
     return DataSet(files, prng_type, mod)

@@ -88,6 +88,8 @@ class WarmSlot:
         return event
 
     def execute(self, task: Task) -> Outcome:
+        if self.proc is not None and self.proc.wait(0) is not None:
+            self._drop(self.proc)  # it died since its last attempt (a dropped connection): restart it, fail no trial
         if self.proc is None:
             try:
                 self.start()
@@ -112,16 +114,18 @@ class WarmSlot:
             return Outcome(False, reason="protocol", detail=str(done.get("error", done))[:300])
         if done.get("timed_out"):
             return Outcome(False, reason="timeout", detail=f"over the {job.timeout_s:g} s limit; killed on the rig")
-        return self._collect(job, int(done.get("exit", -1)))
+        return self._collect(job, int(done.get("exit", -1)), done.get("error"))
 
-    def _collect(self, job: Job, exit_status: int) -> Outcome:
-        """Fetch and validate the attempt's result file; only a valid success is a success."""
+    def _collect(self, job: Job, exit_status: int, error: str | None = None) -> Outcome:
+        """Fetch and validate the attempt's result file; only a valid success is a success. `error`: why
+        the worker died, when it could not write a result to say so."""
         try:
             record = fetch_result(self.transport, job.run_id, job.trial_id, job.attempt)
         except TransportError as exc:
             if exc.reason == "missing":
+                why = f": {error}" if error else ""
                 return Outcome(False, reason="missing",
-                               detail=f"no result file {job.result_path} (worker exit {exit_status})")
+                               detail=f"no result file {job.result_path} (worker exit {exit_status}{why})")
             return Outcome(False, reason=exc.reason, detail=str(exc))
         except ResultError as exc:
             return Outcome(False, reason=exc.reason, detail=str(exc))

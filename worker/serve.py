@@ -6,9 +6,10 @@ hang in one trial cannot poison the next. The parent never touches the GPU (a fo
 not use it then); the child does.
 
 Protocol: one JSON object a line. stdin: {"job": path, "timeout_s": s, "log": path} or
-{"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job,
-{"event": "pong", ...} per ping, {"event": "error", ...} for a request it cannot read. EOF on stdin
-(the coordinator went away) kills the running trial and ends the server.
+{"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job (with "error"
+when the trial died of an exception it could not put in a result file), {"event": "pong", ...} per
+ping, {"event": "error", ...} for a request it cannot read. EOF on stdin (the coordinator went away)
+kills the running trial and ends the server.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from worker import VERSION, contract
 from worker.run import EXIT_FAILED, execute
 
 _PR_SET_PDEATHSIG = 1
+_LAST_WORDS = 1000  # bytes: one pipe write, atomic and never blocking
 
 
 class _Lines:
@@ -66,7 +68,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(job_file: str, log_file: str, root: Path, own_hash: str, cache: dict) -> None:
+def _child(job_file: str, log_file: str, root: Path, own_hash: str, cache: dict, last_words: int) -> None:
+    """Run the job and exit, whatever happens. An exception that escapes the job (no result written:
+    a full disk, say) also goes to the parent through `last_words`, a pipe: the log may be unwritable."""
     status = EXIT_FAILED
     try:
         _die_with_parent()
@@ -80,10 +84,13 @@ def _child(job_file: str, log_file: str, root: Path, own_hash: str, cache: dict)
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _, status = execute(job_file, root, own_hash, cache)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape a forked child
+        os.write(last_words, repr(exc).encode()[:_LAST_WORDS])
         print(f"worker child failed: {exc!r}", file=sys.stderr)
     finally:
-        sys.stderr.flush()
-        os._exit(status)
+        try:
+            sys.stderr.flush()
+        finally:  # even when stderr cannot be written: the child must never return into the server
+            os._exit(status)
 
 
 def _preload(job_file: str, root: Path, cache: dict) -> None:
@@ -104,9 +111,13 @@ def _run_one(request: dict, lines: _Lines, root: Path, own_hash: str, cache: dic
     timeout = float(request["timeout_s"])
     _preload(job_file, root, cache)
     started = time.monotonic()
+    last_words, child_end = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _child(job_file, log_file, root, own_hash, cache)
+        os.close(last_words)
+        _child(job_file, log_file, root, own_hash, cache, child_end)
+    os.close(child_end)
+    os.set_blocking(last_words, False)  # a process the trial left behind may hold the other end
     pidfd = os.pidfd_open(pid)
     timed_out, alive = False, True
     with selectors.DefaultSelector() as sel:
@@ -128,14 +139,21 @@ def _run_one(request: dict, lines: _Lines, root: Path, own_hash: str, cache: dic
         os.kill(pid, signal.SIGKILL)
     os.close(pidfd)
     _, wait_status = os.waitpid(pid, 0)
+    try:
+        words = os.read(last_words, _LAST_WORDS).decode(errors="replace")
+    except BlockingIOError:
+        words = ""
+    os.close(last_words)
     if alive:
         _emit("done", job=job_file, exit=os.waitstatus_to_exitcode(wait_status), timed_out=timed_out,
-              seconds=round(time.monotonic() - started, 4))
+              seconds=round(time.monotonic() - started, 4), **({"error": words} if words else {}))
     return alive
 
 
 def serve(root: Path) -> int:
     """Serve trials until stdin closes."""
+    import torch._dynamo  # noqa: F401 - torch.optim imports it at the first optimizer (~2 s): once, not per trial
+
     import worker.trial  # noqa: F401 - the warm-up: numpy, scipy and torch imported once
 
     root = root.resolve()

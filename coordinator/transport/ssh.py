@@ -9,6 +9,7 @@ the command started, on the rig, not just the channel.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import shlex
@@ -31,6 +32,10 @@ RUN_BACKSTOP_S = 5  # the rig kills run() commands itself this long after the he
 SESSION_START_S = 30.0  # login shell and rc files on a busy rig: slower than the network handshake
 _PGID_TAG = b"step2-pgid "
 _CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
+
+# Its transport threads log, as tracebacks, failures that reach us as exceptions and are reported in one
+# line with the rig's name (a host that never sends a banner, say).
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -307,6 +312,10 @@ class SshTransport:
                     fh.set_pipelined(True)
                     fh.write(data)
                     fh.chmod(mode)
+                written = sftp.stat(tmp).st_size  # paramiko drops the errors of pipelined writes: check
+                if written != len(data):
+                    raise TransportError(self.rig.name, "io", f"{target}: only {written} of {len(data)} bytes"
+                                                              " reached the rig (is its disk full?)")
                 sftp.posix_rename(tmp, target)
             except BaseException:
                 _remove_quietly(sftp, tmp)
