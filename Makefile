@@ -6,7 +6,17 @@ PY     := $(VENV)/bin/python
 # e.g. `make install TORCH=torch`.
 TORCH  ?= torch==2.13.0
 TRIALS ?= 100
-DATA   := data/demo
+# DEMO=demo: planted data at the proposal's scale (17,126 survivors, sample 450, 4,000/1,000 draws).
+# DEMO=signal: a scale at which the planted structure is measurable (see docs/BENCHMARKS.md).
+DEMO   ?= demo
+ifeq ($(DEMO),signal)
+SYNTH  := --survivors 1000 --holdout 1500
+SAMPLE ?= 900
+else
+SYNTH  :=
+SAMPLE ?= 450
+endif
+DATA   := data/$(DEMO)
 
 .PHONY: install test lint data step2 faults bench clean
 
@@ -26,12 +36,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 $(DATA)/survivors.npz: | install
-	$(PY) -m worker synth --out $(DATA) --mode planted
+	$(PY) -m worker synth --out $(DATA) --mode planted $(SYNTH)
 
 data: $(DATA)/survivors.npz
 
 step2: data
-	$(VENV)/bin/coordinator step2 --rigs rigs.toml --data $(DATA) --trials $(TRIALS)
+	$(VENV)/bin/coordinator step2 --rigs rigs.toml --data $(DATA) --trials $(TRIALS) --sample-size $(SAMPLE)
 
 faults: install
 	$(PY) -m pytest -q tests/faults
