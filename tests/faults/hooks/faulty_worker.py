@@ -1,0 +1,161 @@
+"""The real worker with an injected fault, for the fault suite's rigs.
+
+A test rig's `python` is a wrapper script that runs `-m faulty_worker ...` instead of `-m worker ...`
+with this folder on PYTHONPATH; everything else is the real worker (serve loop, fork, time limit,
+result writing). STEP2_FAULT names faults, comma-separated: the rig's first attempt gets the first, its
+second attempt the second, and so on; each hit leaves `faults/hit-<fault>` in the workdir ("trial_id
+attempt pid") so a test knows which trial it hit.
+STEP2_FAULT_BARRIER ("folder:count") holds the worker's "ready" until `count` workers are ready, so
+every slot takes its first trial at the same moment, however unevenly the machine starts them.
+Runs on the rig, so it needs only the worker's own dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from worker import __main__ as cli
+from worker import contract, serve
+from worker.contract import Job
+
+PLAN = [fault for fault in os.environ.get("STEP2_FAULT", "").split(",") if fault]
+BARRIER = os.environ.get("STEP2_FAULT_BARRIER", "")
+STALE_RUN_ID = "r-earlier-run"
+STALE_ACCURACY = 0.987654  # a tempting value that must never reach the study
+LATE_GO = "faults/go"  # the test creates it when the late attempt's result should land
+WAIT_S = 120.0  # the longest a late attempt or a barrier waits for its signal
+
+Outcome = tuple[dict | None, int]
+Run = Callable[[], Outcome]  # the real attempt
+real_execute = serve.execute
+real_emit = serve._emit
+
+
+def _wait(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _exit(run: Run, root: Path, job: Job) -> Outcome:
+    os._exit(3)
+
+
+def _signal(sig: signal.Signals) -> Callable[[Run, Path, Job], Outcome]:
+    def fault(run: Run, root: Path, job: Job) -> Outcome:
+        os.kill(os.getpid(), sig)
+        return run()  # only if something sends SIGCONT
+
+    return fault
+
+
+def _truncate(run: Run, root: Path, job: Job) -> Outcome:
+    """The trial succeeds, then its result file is cut in half (a crash mid-write)."""
+    outcome = run()
+    path = root / job.result_path
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return outcome
+
+
+def _stale(run: Run, root: Path, job: Job) -> Outcome:
+    """An earlier run's success sits where this attempt's result belongs, and the attempt exits 0."""
+    record = contract.make_result({**job.identity(), "run_id": STALE_RUN_ID}, accuracy=STALE_ACCURACY,
+                                  error=None)
+    contract.write_json_atomic(root / job.result_path, record)
+    return record, 0
+
+
+def _late(run: Run, root: Path, job: Job) -> Outcome:
+    """The attempt hangs past its time limit, but a process of its own (out of the trial's process group,
+    so nothing kills it) writes the real result once the test says so."""
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            _wait((root / LATE_GO).exists)
+            run()
+        os._exit(0)
+    os.wait()
+    time.sleep(WAIT_S)
+    return None, 1
+
+
+def _drop(run: Run, root: Path, job: Job) -> Outcome:
+    """The result is written, then swapped for a FIFO: the head's fetch blocks opening it, until the
+    test, which sees it blocked, cuts the rig's connections."""
+    outcome = run()
+    path = root / job.result_path
+    fifo = path.with_name(path.name + ".fifo")
+    os.mkfifo(fifo, 0o644)
+    os.replace(fifo, path)
+    return outcome
+
+
+def _fill(run: Run, root: Path, job: Job) -> Outcome:
+    """Something on the rig fills the workdir's disk while the trial runs."""
+    block = b"\0" * (1 << 16)
+    try:
+        with open(root / "faults" / "fill.bin", "ab") as fh:
+            while True:
+                fh.write(block)
+                fh.flush()
+    except OSError:
+        pass
+    return run()
+
+
+FAULTS: dict[str, Callable[[Run, Path, Job], Outcome]] = {
+    "exit": _exit,
+    "sigkill": _signal(signal.SIGKILL),  # as the OOM killer does
+    "hang": _signal(signal.SIGSTOP),
+    "truncate": _truncate,
+    "stale": _stale,
+    "late": _late,
+    "drop": _drop,
+    "fill": _fill,
+}
+
+
+def hit_path(fault: str) -> str:
+    return f"faults/hit-{fault}"
+
+
+def faulty_execute(job_file: str, root: Path, own_hash: str, cache: dict | None = None) -> Outcome:
+    """serve's execute: the rig's next planned fault, or the real thing once the plan is done."""
+
+    def run() -> Outcome:
+        return real_execute(job_file, root, own_hash, cache)
+
+    if not PLAN:
+        return run()
+    job = contract.load_job(contract.resolve_inside(root, job_file))
+    (root / "faults").mkdir(exist_ok=True)
+    for fault in PLAN:
+        try:  # the marker files count the attempts across forked children
+            fd = os.open(root / hit_path(fault), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        os.write(fd, f"{job.trial_id} {job.attempt} {os.getpid()}\n".encode())
+        os.close(fd)
+        return FAULTS[fault](run, root, job)
+    return run()
+
+
+def emit_at_barrier(event: str, **fields: object) -> None:
+    """serve's _emit; "ready" waits until the barrier's other workers are ready too."""
+    if event == "ready" and BARRIER:
+        folder, count = BARRIER.rsplit(":", 1)
+        Path(folder, str(os.getpid())).touch()
+        _wait(lambda: len(os.listdir(folder)) >= int(count))
+    real_emit(event, **fields)
+
+
+if __name__ == "__main__":
+    if set(PLAN) - set(FAULTS):
+        sys.exit(f"faulty_worker: unknown STEP2_FAULT in {PLAN} (known: {', '.join(FAULTS)})")
+    serve.execute, serve._emit = faulty_execute, emit_at_barrier
+    sys.exit(cli.main())
