@@ -1,0 +1,61 @@
+"""`python -m benchmarks [GROUP ...]`: measure the figure groups (all by default) on this machine, merge
+them into benchmarks/results.json and rewrite docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import dispatch, scoring, search, trial_time
+from benchmarks.report import PAGE, RESULTS, save
+
+GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "trial": trial_time.run,
+    "scoring": scoring.run,
+    "dispatch": dispatch.run_dispatch,
+    "makespan": dispatch.run_makespan,
+    "search": search.run_search,
+    "asktell": search.run_ask_tell,
+}
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: every sshd and worker is stopped on the way out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("groups", nargs="*", metavar="GROUP",
+                        help=f"figure groups to measure: {', '.join(GROUPS)} (default: all)")
+    groups = parser.parse_args(argv).groups or list(GROUPS)
+    if unknown := [g for g in groups if g not in GROUPS]:
+        parser.error(f"unknown group {unknown[0]!r} (known: {', '.join(GROUPS)})")
+    signal.signal(signal.SIGTERM, _terminate)
+    load_before = os.getloadavg()[0]
+    measured: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="step2-bench-") as work:
+        for group in groups:
+            print(f"benchmarks: {group} ...", flush=True)
+            start = time.monotonic()
+            measured[group] = GROUPS[group](Path(work) / group)
+            seconds[group] = time.monotonic() - start
+            for key, f in measured[group].items():
+                print(f"  {key}: median {f['median']} {f['unit']} (min {f['min']}, max {f['max']}, n {f['n']})"
+                      f" in {seconds[group]:.0f} s", flush=True)
+    save(measured, seconds, {group: inspect.getdoc(fn) or "" for group, fn in GROUPS.items()}, load_before)
+    print(f"benchmarks: wrote {RESULTS.relative_to(Path.cwd())} and {PAGE.relative_to(Path.cwd())}"
+          f" in {sum(seconds.values()):.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Figures 3 and 4: what the coordinator adds to a trial, through real SSH on loopback.
+
+Trials are fixed-duration fakes (benchmarks.fake_worker) run by the real Scheduler on real WarmSlots
+over the real transports, and told to a real study (coordinator.step2.Step2Source) unless noted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import figure
+from benchmarks.rigs import KeepWarm, Loopback
+from coordinator import results
+from coordinator.events import Event
+from coordinator.inventory import Rig
+from coordinator.jobs import RunSettings, new_run_id
+from coordinator.scheduler import Outcome, Scheduler, Task
+from coordinator.step2 import Step2Source
+from coordinator.study import Study, storage_path
+from worker import contract
+from worker.bench import HEAVIEST
+from worker.contract import Job
+
+OLD_SSH = ("ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
+
+
+class FixedJobs:
+    """`count` trials with no optimiser behind them, like the old coordinator's jobs file."""
+
+    def __init__(self, settings: RunSettings, count: int):
+        self.settings, self.numbers = settings, iter(range(count))
+
+    def next_task(self) -> Task | None:
+        number = next(self.numbers, None)
+        return None if number is None else Task(contract.trial_id(number), data=number)
+
+    def build(self, task: Task, rig: Rig) -> Job:
+        return self.settings.job(task.data, HEAVIEST, task.attempt)
+
+    def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:
+        pass
+
+    def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
+        pass  # the watcher sees it and the figure is refused
+
+
+class Timeline:
+    """A watcher: when each slot started each trial and told its result, and every failure (any voids
+    the figure). A slot's events alternate: started, finished (told), started, ..."""
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, int], list[float]] = defaultdict(list)
+        self.failures: list[str] = []
+
+    def notify(self, event: Event) -> None:
+        if event.kind in ("started", "finished"):
+            self.slots[(event.rig, event.slot)].append(event.at)
+        elif event.kind in ("retried", "failed", "slot-lost", "quarantined"):
+            self.failures.append(f"{event.kind} {event.rig} {event.task}: {event.reason}")
+
+    def told(self) -> list[float]:
+        return sorted(at for times in self.slots.values() for at in times[1::2])
+
+    def busy(self) -> list[float]:
+        """Seconds from each trial's start to its result told."""
+        return [told - start for times in self.slots.values()
+                for start, told in zip(times[::2], times[1::2], strict=True)]
+
+    def idle(self) -> list[float]:
+        """Seconds from a slot's result told to its next trial's start (the ask, and the wait for it)."""
+        return [start - told for times in self.slots.values()
+                for told, start in zip(times[1::2], times[2::2], strict=False)]
+
+
+def schedule(lb: Loopback, slots: list[KeepWarm], source: FixedJobs | Step2Source) -> tuple[float, Timeline]:
+    """Run the source's trials on the warm slots: (seconds, what happened when)."""
+    lb.source = source
+    timeline = Timeline()
+    start = time.monotonic()
+    Scheduler(source, slots, timeline).run()
+    seconds = time.monotonic() - start
+    if timeline.failures:
+        raise RuntimeError("benchmark trials failed: " + "; ".join(timeline.failures[:5]))
+    return seconds, timeline
+
+
+def study_source(lb: Loopback, study: Study, trials: int) -> Step2Source:
+    """The real Step 2 source for `trials` new trials of `study`, in a run of its own."""
+    settings = replace(lb.settings, study=study.name, run_id=new_run_id())
+    return Step2Source(study, settings, results.Archive(study.name, lb.root / "runs"), trials, [], lb.root)
+
+
+def new_study(lb: Loopback, name: str) -> Study:
+    return Study(name, storage_path(name, lb.root / "optuna_studies"), seed=0, create=True)
+
+
+def old_dispatch(rig: Rig, job: Job) -> float:
+    """Seconds for one job the old way: a fresh `ssh` runs it in a fresh python that imports the worker,
+    a second `ssh` reads its result and checks that it starts with '{'. The job file is already there."""
+    ssh = [*OLD_SSH, "-i", str(rig.identity_file), "-o", f"UserKnownHostsFile={rig.known_hosts}",
+           "-p", str(rig.port), f"{rig.user}@{rig.host}"]
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in {**rig.env, "PYTHONPATH": "code"}.items())
+    workdir = shlex.quote(rig.workdir)
+    job_file = contract.job_path(job.study, job.trial_id)
+    run = f"cd {workdir} && env {env} {shlex.quote(rig.python)} -m worker run {job_file}"
+    start = time.monotonic()
+    subprocess.run([*ssh, run], check=True, capture_output=True, timeout=300)
+    out = subprocess.run([*ssh, f"cat {workdir}/{job.result_path}"], check=True, capture_output=True, timeout=60)
+    seconds = time.monotonic() - start
+    if not out.stdout.startswith(b"{"):
+        raise RuntimeError(f"old-design job {job.trial_id} left no result: {out.stderr!r}")
+    return seconds
+
+
+def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, Any]:
+    """Per-trial overhead with a no-op trial on one warm slot of one SSH rig: the time from one result
+    told to the next (ask, job file written and pushed over SFTP, one line each way, fork, result
+    written, fetched, validated, archived, told to a journal-file study), `trials` trials per repeat
+    in one study that grows to `repeats * trials` trials. `without_study`: the same with fixed jobs
+    and no study (the slot and transport alone). Each repeat first times one job of the old design on
+    the same rig (a fresh `ssh` running a fresh python that imports the worker, then a fresh `ssh` to
+    check its output; the job file is pushed beforehand, untimed), so `dispatch_ratio` = old job /
+    median overhead in that repeat is measured under the same load."""
+    with Loopback(work) as lb:
+        transport = lb.ssh_rig("rig1", slots=1, trial_s=0.0)
+        slots = lb.warm_slots([transport])
+        study = new_study(lb, "dispatch")
+        old: list[float] = []
+        overheads: list[float] = []
+        bare: list[float] = []
+        ratios: list[float] = []
+
+        def gaps(source: FixedJobs | Step2Source) -> list[float]:
+            told = schedule(lb, slots, source)[1].told()
+            return [(b - a) * 1000 for a, b in zip(told, told[1:], strict=False)]
+
+        for repeat in range(repeats):
+            settings = replace(lb.settings, run_id=new_run_id())
+            job = settings.job(repeat, HEAVIEST, 1)
+            transport.put_bytes(json.dumps(job.to_dict()).encode(), contract.job_path(job.study, job.trial_id))
+            old.append(old_dispatch(transport.rig, job))
+            told = gaps(study_source(lb, study, trials + 1))
+            overheads += told
+            bare += gaps(FixedJobs(settings, trials + 1))
+            ratios.append(old[-1] * 1000 / statistics.median(told))
+    return {"dispatch_overhead_ms": figure(overheads, "ms", without_study=figure(bare, "ms"),
+                                           trials_per_repeat=trials),
+            "dispatch_ratio": figure(ratios, "x", old_design_s=figure(old, "s"))}
+
+
+def run_makespan(work: Path, repeats: int = 3, trials: int = 100, trial_s: float = 2.0) -> dict[str, Any]:
+    """`trials` trials of `trial_s` seconds on 26 warm slots (2 on the head, 3 loopback SSH rigs x 8);
+    efficiency = ideal / actual, ideal = ceil(trials / slots) * trial_s, actual = Scheduler.run()'s
+    wall time. Slots are started first (their warm-up, once per study, is reported apart). Two sources
+    alternate: fixed jobs with no optimiser (as the old coordinator's measured jobs), and the real
+    Step 2 source asking and telling a fresh study per run. Where the time goes, per trial:
+    `overhead_ms` from start to result told beyond `trial_s` (job push, fork, fetch, archive, tell,
+    with 26 slots sharing the machine), `idle_ms` from a slot's result told to its next start (the
+    ask, and waiting for the other slots' asks). Here the head, 26 workers and 3 sshd share this
+    machine's cores; on the cluster each rig forks and writes its trials on its own CPUs."""
+    with Loopback(work) as lb:
+        transports = [lb.head(2, trial_s), *(lb.ssh_rig(f"rig{i}", 8, trial_s) for i in (1, 2, 3))]
+        start = time.monotonic()
+        slots = lb.warm_slots(transports)
+        warmup = time.monotonic() - start
+        ideal = math.ceil(trials / len(slots)) * trial_s
+        runs: dict[str, list[tuple[float, Timeline]]] = {"makespan_efficiency": [], "makespan_efficiency_study": []}
+        for repeat in range(repeats):
+            runs["makespan_efficiency"].append(
+                schedule(lb, slots, FixedJobs(replace(lb.settings, run_id=new_run_id()), trials)))
+            runs["makespan_efficiency_study"].append(
+                schedule(lb, slots, study_source(lb, new_study(lb, f"makespan{repeat}"), trials)))
+    shape = {"slots": len(slots), "trials": trials, "trial_s": trial_s, "ideal_s": ideal}
+    figures = {key: figure([ideal / seconds for seconds, _ in done], "ideal/actual", **shape,
+                           actual_s=figure([seconds for seconds, _ in done], "s"),
+                           overhead_ms=figure([(b - trial_s) * 1000 for _, t in done for b in t.busy()], "ms"),
+                           idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"))
+               for key, done in runs.items()}
+    return {**figures, "slot_warmup_s": figure([warmup], "s", slots=len(slots))}

@@ -1,0 +1,48 @@
+"""Figure 1: one trial's wall time at the proposal's scale, phase by phase (worker.bench's job and corner)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.report import REPO, figure
+from worker.bench import FILES, HEAVIEST, make_job, random_params
+from worker.synth import write_synthetic
+from worker.trial import run_trial
+
+DEMO = REPO / "data" / "demo"  # `make data`: 17,126 survivors, 4,000 train / 1,000 holdout draws, planted
+
+
+def _data(work: Path) -> Path:
+    """The `make data` set, or the same set written afresh where it is missing."""
+    if all((DEMO / name).exists() for name in FILES.values()):
+        return DEMO
+    write_synthetic(work / "demo", "planted")
+    return work / "demo"
+
+
+def run(work: Path, repeats: int = 5, typical: int = 10) -> dict[str, Any]:
+    """In-process trials on the `make data` set (17,126 planted survivors, sample 450, 4,000 train /
+    1,000 holdout draws, java_lcg mod 1000) with one warm data cache, as in a warm slot. One untimed
+    trial first pays the first-use costs a warm slot pays once (torch's lazy imports). `trial_seconds`:
+    worker.bench's heaviest corner of the search space (max_offset 15, 10 windows of 200, residue
+    mods 20/150/1000, hidden layers 256_128_64, batch size 32), a different sample each repeat, split
+    into the trial's own phase timings; `typical_s`: parameters drawn at random from the search space."""
+    data = _data(work)
+    cache: dict = {}
+    run_trial(make_job(data, HEAVIEST, trial_number=0), data, cache)
+
+    def timed(params: dict[str, Any], number: int) -> dict[str, float]:
+        start = time.perf_counter()
+        outcome = run_trial(make_job(data, params, trial_number=number), data, cache)
+        return {**outcome.timings, "total": time.perf_counter() - start}
+
+    heavy = [timed(HEAVIEST, number) for number in range(1, repeats + 1)]
+    rng = np.random.default_rng(0)
+    drawn = [timed(random_params(rng), number) for number in range(1, typical + 1)]
+    phases = {phase: figure([run[phase] * 1000 for run in heavy], "ms") for phase in heavy[0] if phase != "total"}
+    return {"trial_seconds": figure([run["total"] for run in heavy], "s", phases_ms=phases,
+                                    typical_s=figure([run["total"] for run in drawn], "s"))}
