@@ -3,7 +3,7 @@
 One thread per slot. A free slot takes a retry if it should, else asks the source for a new task,
 runs it, and reports the outcome at once: no batches, no barriers, no sleeps on the hot path.
 A failed attempt goes back to the queue with the next attempt number and is taken by a head slot
-(while one is alive), until its attempts run out; then the source is told it failed, with why.
+(while one is up or starting), until its attempts run out; then the source is told it failed, with why.
 A rig whose attempts fail `quarantine_after` times in a row is left out for the rest of the run
 and its running attempts are cancelled and retried. The head is never quarantined: it is where
 retries go.
@@ -99,7 +99,7 @@ class Scheduler:
         self.exhausted = False
         self.stopping = False
         self.streak: dict[str, int] = {}
-        self.alive: set[int] = set()  # ids of executors whose slot is up
+        self.alive = {id(ex) for ex in executors}  # ids of executors whose slot is up or still starting
         self.summary = Summary()
 
     # -- the loop of one slot ------------------------------------------------------------------
@@ -162,7 +162,6 @@ class Scheduler:
         with self.cond:
             if self.stopping or ex.rig.name in self.summary.quarantined:
                 return False
-            self.alive.add(id(ex))
         self._emit("slot-ready", ex)
         return True
 
@@ -187,7 +186,8 @@ class Scheduler:
                 self.cond.wait()
 
     def _may_take_retry(self, ex: Executor) -> bool:
-        """Retries run on the head while any head slot is alive, anywhere else otherwise."""
+        """Retries run on the head while any head slot is up or starting (a rig that fails before the head
+        is ready must not take its own retry), anywhere else otherwise."""
         if ex.rig.local:
             return True
         return not any(id(other) in self.alive for other in self.executors if other.rig.local)

@@ -55,6 +55,8 @@ class FakeSlot:
     def start(self):
         if self.behave == "nostart":
             raise RuntimeError("connection refused")
+        if self.behave == "slowstart":
+            time.sleep(0.3)
 
     def execute(self, task):
         self.ran.append((task.key, task.attempt))
@@ -125,6 +127,15 @@ def test_a_rig_that_cannot_start_loses_no_task():
     source = ListSource(5)
     summary, _ = run(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "nostart")])
     assert summary.complete == 5 and summary.lost_slots == 1
+
+
+def test_a_retry_waits_for_a_head_slot_still_starting():
+    source = ListSource(3)
+    head, bad = FakeSlot(HEAD, 0, "slowstart"), FakeSlot(RIG_A, 0, "crash")
+    summary, _ = run(source, [head, bad], quarantine_after=100)
+    assert summary.complete == 3 and summary.failed == 0
+    assert bad.ran == [("t0", 1), ("t1", 1), ("t2", 1)]  # new trials only: every retry went to the head
+    assert sorted(head.ran) == [("t0", 2), ("t1", 2), ("t2", 2)]
 
 
 def test_no_slot_left_fails_the_waiting_retry_and_asks_no_more():
