@@ -25,7 +25,8 @@ from worker.trial import run_trial
 
 # At the proposal's scale (17,126 survivors, sample 450, 1,000 holdout draws) the planted signal is below
 # the noise floor: holdout quality is an exact-match rate, and 1,000 draws can be explained only a few
-# dozen times within a sample. On this scale the planted structure is measurable (see `null_check`).
+# dozen times within a sample. On this scale (also `make step2 DEMO=signal`) the planted structure is measurable
+# (see `null_check`).
 SCALE = {"n_survivors": 1000, "n_train": 4000, "n_holdout": 1500}
 SAMPLE_SIZE = 900
 TRIALS = 100
