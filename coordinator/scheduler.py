@@ -26,6 +26,7 @@ class Task:
     key: str
     attempt: int = 1
     data: Any = None
+    first_attempt: int = 1  # a resumed trial numbers on from its earlier runs' attempts; the budget is per run
     failures: list[dict[str, Any]] = field(default_factory=list)  # {attempt, rig, reason, detail} per failure
 
     def failure_text(self) -> str:
@@ -206,7 +207,7 @@ class Scheduler:
             return
         task.failures.append({"attempt": task.attempt, "rig": ex.rig.name, "reason": outcome.reason,
                               "detail": outcome.detail})
-        final = task.attempt >= self.max_attempts
+        final = task.attempt - task.first_attempt + 1 >= self.max_attempts
         self.source.attempt_failed(task, outcome, ex.rig, final)
         self._emit("failed" if final else "retried", ex, task, reason=outcome.describe())
         with self.cond:

@@ -177,7 +177,9 @@ def _reattach(study: Study, transports: dict[str, Transport], archive: results.A
             print(f"resume: {record['trial_id']} re-attached from {dispatch['rig']}: {record['accuracy']:.6f}",
                   file=out, flush=True)
         else:
-            pending.append(Task(contract.trial_id(trial.number), data=(trial.number, params)))
+            attempt = trial.attrs.get("attempts", 0) + 1  # never reuse an earlier run's attempt number
+            pending.append(Task(contract.trial_id(trial.number), attempt=attempt, data=(trial.number, params),
+                                first_attempt=attempt))
             print(f"resume: {contract.trial_id(trial.number)} will be re-run", file=out, flush=True)
     return pending
 

@@ -147,6 +147,21 @@ def test_no_slot_left_fails_the_waiting_retry_and_asks_no_more():
     assert source.left == [1]  # never asked, so never left RUNNING in the study
 
 
+def test_a_resumed_task_numbers_on_with_a_fresh_budget():
+    class Resumed(ListSource):
+        """One trial left running by an earlier run that had reached attempt 2."""
+
+        def next_task(self):
+            self.left, task = [], (Task("t9", attempt=3, data=9, first_attempt=3) if self.left else None)
+            return task
+
+    source = Resumed(1)
+    summary, _ = run(source, [FakeSlot(HEAD, 0, "crash")], max_attempts=2)
+    assert summary.failed == 1
+    status, failures = source.told["t9"]
+    assert [f["attempt"] for f in failures] == [3, 4]
+
+
 def test_max_attempts_must_be_positive():
     with pytest.raises(ValueError):
         Scheduler(ListSource(1), [], RunState(), max_attempts=0)
