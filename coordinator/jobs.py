@@ -14,7 +14,6 @@ from worker import contract
 from worker.contract import DataRef, Job
 from worker.prng import GENERATORS
 
-JOBS_DIR = Path("jobs")
 SURVIVOR_FILES = ("survivors.npz", "survivors.json")
 
 

@@ -119,14 +119,14 @@ def _stage_data(settings_data: dict[str, Path], stage: Path) -> None:
             os.replace(tmp, target)
 
 
-def _validate_on_head(settings: RunSettings, root: Path, sources: dict[str, Path]) -> None:
+def _validate_on_head(settings: RunSettings, root: Path, sources: dict[str, Path]) -> int:
     """Load the data exactly as a worker would, before any trial goes out: bad input stops here, with
-    an error that names the operator's file, not the run's staged copy of it."""
+    an error that names the operator's file, not the run's staged copy of it. Returns the pool size."""
     from worker.data import load_dataset
 
     staged = {str(contract.resolve_inside(root, ref.path)): sources[role] for role, ref in settings.data.items()}
     try:
-        load_dataset(settings.job(0, {}, 1), root)
+        return len(load_dataset(settings.job(0, {}, 1), root).seeds)
     except contract.ContractError as exc:
         raise Step2Error(f"{staged.get(exc.source, exc.source)}: field '{exc.field}': {exc.problem}") from exc
 
@@ -224,7 +224,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     settings = RunSettings(study=name, run_id=new_run_id(), code_hash=code, prng_type=meta["prng"]["type"],
                            mod=meta["prng"]["mod"], sample_size=meta["sample_size"], timeout_s=meta["timeout_s"],
                            data={role: DataRef(d["path"], d["sha256"]) for role, d in meta["data"].items()})
-    _validate_on_head(settings, run_dir, sources)
+    pool = _validate_on_head(settings, run_dir, sources)
     if not opts.resume:
         study = Study(name, storage_path(name, opts.studies_dir), seed=opts.seed, create=True)
         for key, value in meta.items():
@@ -253,14 +253,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     finally:
         for transport in transports.values():
             transport.close()
-    pool = _pool_size(run_dir, settings)
     config = None
     if study.best() is not None:
         config = results.write_optimal_config(opts.output, study, archive, pool, started)
     return Step2Result(name, study.path, settings.run_id, summary, config, opts.output, archive.dir, excluded)
-
-
-def _pool_size(root: Path, settings: RunSettings) -> int:
-    from worker.data import load_dataset
-
-    return len(load_dataset(settings.job(0, {}, 1), root).seeds)
