@@ -145,15 +145,15 @@ def _open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> tuple[di
             if problem:
                 raise DeployError(f"pre-flight check failed: {problem}")
             report = deploy(transport, files)
-            with lock:
+            with lock:  # print under the lock too: print() from threads can splice lines together
                 transports[rig.name] = transport
-            print(f"deploy {rig.name}: {report}", file=out, flush=True)
-        except (TransportError, DeployError, OSError) as exc:
+                print(f"deploy {rig.name}: {report}", file=out, flush=True)
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, this rig is left out with why
             if transport is not None:
                 transport.close()
             with lock:
                 excluded[rig.name] = str(exc)
-            print(f"rig {rig.name} left out of the run: {exc}", file=out, flush=True)
+                print(f"rig {rig.name} left out of the run: {exc}", file=out, flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, len(rigs))) as pool:
         list(pool.map(one, rigs))
