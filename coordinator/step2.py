@@ -92,9 +92,8 @@ class Step2Source:
 
     def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:
         number, _ = task.data
-        path = self.archive.store(outcome.record, final=True)
-        self.study.set_attrs(number, rig=rig.name, result=str(path), attempts=task.attempt,
-                             failures=task.failures)
+        self.archive.store(outcome.record, final=True)  # runs/<study>/trials/trial_NNNN.json: derivable, not stored
+        self.study.set_attrs(number, rig=rig.name, attempts=task.attempt, failures=task.failures)
         self.study.tell_value(number, float(outcome.value))
 
     def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
