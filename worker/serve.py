@@ -5,6 +5,12 @@ once, keeps parsed data across trials, and runs each trial in a forked child so 
 hang in one trial cannot poison the next. The parent never touches the GPU (a forked child could
 not use it then); the child does.
 
+Forking a process that holds torch, and tearing the child down again, costs tens of milliseconds.
+Neither waits on the trial's path: the next trial's child is forked ahead (a spare, waiting for its
+job on a pipe) while the server is otherwise idle, and a child reports its exit status on a pipe
+once its result file is written, so "done" goes out while the kernel is still freeing its memory.
+The next trial starts only after that child is gone: one trial's process at a time per slot.
+
 Protocol: one JSON object a line. stdin: {"job": path, "timeout_s": s, "log": path} or
 {"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job (with "error"
 when the trial died of an exception it could not put in a result file), {"event": "pong", ...} per
@@ -29,7 +35,9 @@ from worker import VERSION, contract
 from worker.run import EXIT_FAILED, execute
 
 _PR_SET_PDEATHSIG = 1
-_LAST_WORDS = 1000  # bytes: one pipe write, atomic and never blocking
+_LAST_WORDS = 1000  # bytes: with the exit status, one pipe write, atomic and never blocking
+SPARE_AFTER_S = 0.05  # into a running trial, the server forks the next trial's child
+EXIT_GRACE_S = 30.0  # for a finished child to exit (free its memory and GPU) before it is killed
 
 
 class _Lines:
@@ -68,33 +76,224 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child(job_file: str, log_file: str, root: Path, own_hash: str, cache: dict, last_words: int) -> None:
-    """Run the job and exit, whatever happens. An exception that escapes the job (no result written:
-    a full disk, say) also goes to the parent through `last_words`, a pipe: the log may be unwritable."""
-    status = EXIT_FAILED
+def _read_request(fd: int) -> dict | None:
+    """The one request a child waits for; None when the server dismisses it (EOF)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+    return json.loads(data)
+
+
+def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> None:
+    """Wait for a job, run it and exit, whatever happens. The exit status, and an exception that escaped
+    the job (no result written: a full disk, say), go to the server through `report`, a pipe: the log
+    may be unwritable."""
+    status, words = EXIT_FAILED, b""
     try:
         _die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        log_path = contract.resolve_inside(root, log_file)
+        request = _read_request(jobs)
+        if request is None:
+            os._exit(0)
+        log_path = contract.resolve_inside(root, request["log"])
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        _, status = execute(job_file, root, own_hash, cache)
+        _, status = execute(request["job"], root, own_hash, cache)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape a forked child
-        os.write(last_words, repr(exc).encode()[:_LAST_WORDS])
+        words = repr(exc).encode()[:_LAST_WORDS]
         print(f"worker child failed: {exc!r}", file=sys.stderr)
-    finally:
+    finally:  # the child must never return into the server, even when stderr or the pipe fail
         try:
             sys.stderr.flush()
-        finally:  # even when stderr cannot be written: the child must never return into the server
+            os.write(report, b"%d\n%s" % (status, words))
+        finally:
             os._exit(status)
 
 
+class _Child:
+    """A forked child: a spare until it is given its job, then the running trial."""
+
+    def __init__(self, root: Path, own_hash: str, cache: dict, inherited: list[int]):
+        jobs, self.jobs = os.pipe()
+        self.report, report = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            for fd in (self.jobs, self.report, *inherited):  # other children's pipes: theirs alone
+                os.close(fd)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)  # the server's requests are not the trial's to read
+            os.close(null)
+            _child(jobs, report, root, own_hash, cache)
+        os.close(jobs)
+        os.close(report)
+        os.set_blocking(self.report, False)  # a process the trial left behind may hold the other end
+        self.pidfd = os.pidfd_open(self.pid)
+        self.exit: int | None = None
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.jobs, self.report, self.pidfd) if fd >= 0]
+
+    def give(self, request: dict) -> None:
+        try:
+            os.write(self.jobs, json.dumps(request).encode() + b"\n")
+        finally:
+            self.dismiss()
+
+    def dismiss(self) -> None:
+        """Close the job pipe: a spare that has no job yet exits."""
+        if self.jobs >= 0:
+            os.close(self.jobs)
+            self.jobs = -1
+
+    def kill(self) -> None:
+        if self.exit is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def read_report(self) -> tuple[int, str] | None:
+        """(exit status, last words) once the child has reported; None before that, or if it never will."""
+        try:
+            data = os.read(self.report, 2 * _LAST_WORDS)
+        except BlockingIOError:
+            return None
+        status, _, words = data.partition(b"\n")
+        return (int(status), words.decode(errors="replace")) if status else None
+
+    def reap(self, limit: float) -> int:
+        """Wait up to `limit` seconds for the child to exit, kill it after that; its exit status."""
+        if self.exit is None:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.pidfd, selectors.EVENT_READ)
+                if not sel.select(max(limit, 0)):
+                    os.kill(self.pid, signal.SIGKILL)
+            self.exit = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            for fd in self.fds():
+                os.close(fd)
+            self.jobs = self.report = self.pidfd = -1
+        return self.exit
+
+
+class _Server:
+    """The serve loop's state: the data cache its children inherit, the spare, the last trial's child."""
+
+    def __init__(self, root: Path, own_hash: str, lines: _Lines):
+        self.root, self.own_hash, self.lines = root, own_hash, lines
+        self.cache: dict = {}
+        self.spare: _Child | None = None
+        self.running: _Child | None = None
+        self.finished: _Child | None = None  # the last trial's child, reported but maybe still exiting
+
+    def fork_spare(self) -> None:
+        if self.spare is None:
+            inherited = [fd for child in (self.running, self.finished) if child is not None for fd in child.fds()]
+            self.spare = _Child(self.root, self.own_hash, self.cache, inherited)
+
+    def idle(self) -> None:
+        """Wait for input on stdin; meanwhile fork the spare, and reap the last trial's child, and the
+        spare if something kills it (the next job forks another)."""
+        self.fork_spare()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.lines.fd, selectors.EVENT_READ)
+            for child in (self.finished, self.spare):
+                if child is not None:
+                    sel.register(child.pidfd, selectors.EVENT_READ, child)
+            while True:
+                for key, _ in sel.select():
+                    if key.data is None:
+                        self.lines.feed()
+                        return
+                    sel.unregister(key.fd)
+                    key.data.reap(0)
+                    self.finished = None if key.data is self.finished else self.finished
+                    self.spare = None if key.data is self.spare else self.spare
+
+    def close(self) -> None:
+        """Dismiss the spare and reap every child (the server is ending)."""
+        for child in (self.spare, self.running, self.finished):
+            if child is not None:
+                child.dismiss()
+                child.reap(EXIT_GRACE_S)
+        self.spare = self.running = self.finished = None
+
+    def run(self, request: dict) -> bool:
+        """Hand the job to a child, wait with the time limit, answer. False when stdin closed meanwhile."""
+        job_file = contract.safe_relpath("<request>", "job", request.get("job"))
+        log_file = contract.safe_relpath("<request>", "log", request.get("log"))
+        timeout = float(request["timeout_s"])
+        if self.finished is not None:  # one trial's process at a time: the last one must be gone
+            self.finished.reap(EXIT_GRACE_S)
+            self.finished = None
+        started = time.monotonic()
+        child = self.running = self._give({"job": job_file, "log": log_file})
+        _preload(job_file, self.root, self.cache)  # for the spares forked from now on
+        report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
+        self.running = None
+        if self.lines.eof:
+            child.kill()
+            child.reap(EXIT_GRACE_S)
+            return False
+        if report is None:  # it died before reporting, or ran out of time
+            if timed_out:
+                child.kill()
+            report = (child.reap(EXIT_GRACE_S), "")
+        else:
+            self.finished = child
+        status, words = report
+        _emit("done", job=job_file, exit=status, timed_out=timed_out, seconds=round(time.monotonic() - started, 4),
+              **({"error": words} if words else {}))
+        return True
+
+    def _give(self, request: dict) -> _Child:
+        """The spare, given the job; a fresh child if the spare died while it waited."""
+        self.fork_spare()
+        child, self.spare = self.spare, None
+        assert child is not None
+        try:
+            child.give(request)
+        except BrokenPipeError:
+            child.reap(0)
+            self.fork_spare()
+            child, self.spare = self.spare, None
+            assert child is not None
+            child.give(request)
+        return child
+
+    def _wait(self, child: _Child, deadline: float, spare_at: float) -> tuple[tuple[int, str] | None, bool]:
+        """Until the child reports or exits, stdin closes or the deadline passes: (report, timed out).
+        Meanwhile, once the trial has run `SPARE_AFTER_S`, the next trial's child is forked."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(child.report, selectors.EVENT_READ)
+            sel.register(child.pidfd, selectors.EVENT_READ)
+            sel.register(self.lines.fd, selectors.EVENT_READ)
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return None, True
+                events = sel.select(max((deadline if self.spare else min(deadline, spare_at)) - now, 0))
+                ready = {key.fd for key, _ in events}
+                if child.report in ready:
+                    report = child.read_report()
+                    if report is not None:
+                        return report, False
+                    sel.unregister(child.report)  # EOF without a report: the exit status will tell
+                if child.pidfd in ready:
+                    return child.read_report(), False
+                if self.lines.fd in ready:
+                    self.lines.feed()
+                    if self.lines.eof:
+                        return None, False
+                if self.spare is None and time.monotonic() >= spare_at:
+                    self.fork_spare()
+
+
 def _preload(job_file: str, root: Path, cache: dict) -> None:
-    """Parse the job's data into the parent's cache so every later child inherits it. Errors are
+    """Parse the job's data into the server's cache so every later child inherits it. Errors are
     left for the child, which reports them in the result file."""
     from worker.data import load_dataset
 
@@ -104,52 +303,6 @@ def _preload(job_file: str, root: Path, cache: dict) -> None:
         pass
 
 
-def _run_one(request: dict, lines: _Lines, root: Path, own_hash: str, cache: dict) -> bool:
-    """Fork, wait with the time limit, answer. False when stdin closed meanwhile (stop serving)."""
-    job_file = contract.safe_relpath("<request>", "job", request.get("job"))
-    log_file = contract.safe_relpath("<request>", "log", request.get("log"))
-    timeout = float(request["timeout_s"])
-    _preload(job_file, root, cache)
-    started = time.monotonic()
-    last_words, child_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(last_words)
-        _child(job_file, log_file, root, own_hash, cache, child_end)
-    os.close(child_end)
-    os.set_blocking(last_words, False)  # a process the trial left behind may hold the other end
-    pidfd = os.pidfd_open(pid)
-    timed_out, alive = False, True
-    with selectors.DefaultSelector() as sel:
-        sel.register(pidfd, selectors.EVENT_READ)
-        sel.register(lines.fd, selectors.EVENT_READ)
-        while True:
-            left = started + timeout - time.monotonic()
-            events = sel.select(max(left, 0)) if left > 0 else []
-            if not events and left <= 0:
-                timed_out = True
-                break
-            if any(key.fd == pidfd for key, _ in events):
-                break
-            lines.feed()
-            if lines.eof:
-                alive = False
-                break
-    if timed_out or not alive:
-        os.kill(pid, signal.SIGKILL)
-    os.close(pidfd)
-    _, wait_status = os.waitpid(pid, 0)
-    try:
-        words = os.read(last_words, _LAST_WORDS).decode(errors="replace")
-    except BlockingIOError:
-        words = ""
-    os.close(last_words)
-    if alive:
-        _emit("done", job=job_file, exit=os.waitstatus_to_exitcode(wait_status), timed_out=timed_out,
-              seconds=round(time.monotonic() - started, 4), **({"error": words} if words else {}))
-    return alive
-
-
 def serve(root: Path) -> int:
     """Serve trials until stdin closes."""
     import torch._dynamo  # noqa: F401 - torch.optim imports it at the first optimizer (~2 s): once, not per trial
@@ -157,26 +310,25 @@ def serve(root: Path) -> int:
     import worker.trial  # noqa: F401 - the warm-up: numpy, scipy and torch imported once
 
     root = root.resolve()
-    own_hash = contract.code_hash()
-    cache: dict = {}
     lines = _Lines(sys.stdin.fileno())
-    _emit("ready", pid=os.getpid(), pgid=os.getpgid(0), code_hash=own_hash, version=VERSION,
+    server = _Server(root, contract.code_hash(), lines)
+    _emit("ready", pid=os.getpid(), pgid=os.getpgid(0), code_hash=server.own_hash, version=VERSION,
           python=sys.version.split()[0], root=str(root))
-    with selectors.DefaultSelector() as sel:
-        sel.register(lines.fd, selectors.EVENT_READ)
+    try:
         while True:
             line = lines.pop()
             if line is None:
                 if lines.eof:
                     return 0
-                sel.select()
-                lines.feed()
+                server.idle()
                 continue
             try:
                 request = json.loads(line)
                 if "ping" in request:
                     _emit("pong", ping=request["ping"])
-                elif not _run_one(request, lines, root, own_hash, cache):
+                elif not server.run(request):
                     return 0
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 _emit("error", error=f"bad request {line[:200]!r}: {exc}")
+    finally:
+        server.close()
