@@ -159,9 +159,10 @@ def _open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> tuple[di
     return transports, excluded
 
 
-def _reattach(study: Study, transports: dict[str, Transport], archive: results.Archive,
+def _reattach(study: Study, transports: dict[str, Transport], archive: results.Archive, settings: RunSettings,
               out: TextIO) -> list[Task]:
-    """Trials an earlier coordinator left RUNNING: collect the result if its rig has it, else re-run."""
+    """Trials an earlier coordinator left RUNNING: collect the result if its rig has it, else re-run. The
+    attempt it was running when it stopped is archived as failed, with why, so no attempt goes unrecorded."""
     pending = []
     for trial in study.trials():
         if trial.state != "RUNNING":
@@ -175,11 +176,23 @@ def _reattach(study: Study, transports: dict[str, Transport], archive: results.A
             study.tell_value(trial.number, float(record["accuracy"]))
             print(f"resume: {record['trial_id']} re-attached from {dispatch['rig']}: {record['accuracy']:.6f}",
                   file=out, flush=True)
-        else:
-            attempt = trial.attrs.get("attempts", 0) + 1  # never reuse an earlier run's attempt number
-            pending.append(Task(contract.trial_id(trial.number), attempt=attempt, data=(trial.number, params),
-                                first_attempt=attempt))
-            print(f"resume: {contract.trial_id(trial.number)} will be re-run", file=out, flush=True)
+            continue
+        failures = []
+        if "attempt" in dispatch:
+            reason, detail = ("error", record["error"]) if record is not None else (
+                "interrupted", f"the coordinator stopped during this attempt; no result on {dispatch['rig']}")
+            if record is None:
+                identity = {**settings.job(trial.number, params, dispatch["attempt"]).identity(),
+                            "run_id": dispatch["run_id"]}
+                record = contract.make_result(identity, accuracy=None,
+                                              error=f"{reason}: {detail} (recorded by the coordinator on resume)")
+            archive.store(record, final=False)
+            failures.append({"attempt": dispatch["attempt"], "rig": dispatch["rig"], "reason": reason,
+                             "detail": detail})
+        attempt = max(trial.attrs.get("attempts", 0), dispatch.get("attempt", 0)) + 1  # never reuse one
+        pending.append(Task(contract.trial_id(trial.number), attempt=attempt, data=(trial.number, params),
+                            first_attempt=attempt, failures=failures))
+        print(f"resume: {contract.trial_id(trial.number)} will be re-run", file=out, flush=True)
     return pending
 
 
@@ -237,7 +250,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     if not transports:
         raise Step2Error("no rig is usable: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()))
     archive = results.Archive(name, opts.runs_dir)
-    pending = _reattach(study, transports, archive, out) if opts.resume else []
+    pending = _reattach(study, transports, archive, settings, out) if opts.resume else []
     finished = sum(t.state in ("COMPLETE", "FAIL") for t in study.trials())
     target = meta["trials"] if opts.resume else opts.trials
     new_trials = max(0, target - finished - len(pending))

@@ -78,16 +78,29 @@ def test_resume_after_sigkill_completes_without_rerunning(tmp_path: Path, plante
     proc = coordinator(tmp_path, "step2", "--data", str(planted), "--trials", "12", "--sample-size", "200",
                        "--study", "sk", "--no-tui", start_new_session=True)
     trials = tmp_path / "runs" / "sk" / "trials"
+    journal = tmp_path / storage_path("sk")
+
+    def mid_trial() -> bool:
+        """At least 3 trials archived and one dispatched to a slot, still running."""
+        if len(list(trials.glob("trial_????.json"))) < 3:
+            return False
+        reader = Study("sk", journal, seed=0, create=False, writer=False)
+        return any(t.state == "RUNNING" and "dispatch" in t.attrs for t in reader.trials())
+
     deadline = time.monotonic() + 180
-    while len(list(trials.glob("trial_????.json"))) < 4:
+    while not mid_trial():
         assert proc.poll() is None and time.monotonic() < deadline, "coordinator ended before the kill"
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and its local warm workers, as a crash would
     proc.wait()
     before = {p.name: p.read_text() for p in trials.glob("trial_????.json")}
     study = Study("sk", tmp_path / storage_path("sk"), seed=0, create=False, writer=False)
     done_before = {t.number: t.value for t in study.trials() if t.state == "COMPLETE"}
-    assert 3 <= len(done_before) < 12  # an archived trial may not have been told yet
+    assert 2 <= len(done_before) < 12  # an archived trial may not have been told yet
+    # the attempt that was running yields nothing, and must be on record as such
+    interrupted = {t.number: t.attrs["dispatch"]["attempt"] for t in study.trials()
+                   if t.state == "RUNNING" and "dispatch" in t.attrs}
+    assert interrupted
 
     proc = coordinator(tmp_path, "step2", "--resume", "sk", "--no-tui")
     out = finish(proc)
@@ -102,3 +115,12 @@ def test_resume_after_sigkill_completes_without_rerunning(tmp_path: Path, plante
     runs = study.meta()["runs"]
     assert len(runs) == 2
     assert all(t.attrs["run_id"] == runs[0] for t in study.trials() if t.number in done_before)
+    for number, attempt in interrupted.items():  # collected if its result was written before the kill, else rerun
+        record = json.loads((trials / f"trial_{number:04d}.a{attempt}.json").read_text())
+        trial = study.trials()[number]
+        assert record["run_id"] == runs[0]
+        if record["status"] == "success":
+            assert trial.attrs["reattached"] and trial.value == record["accuracy"]
+            continue
+        assert "interrupted" in record["error"]
+        assert trial.attrs["attempts"] == attempt + 1 and trial.attrs["failures"][0]["reason"] == "interrupted"
