@@ -109,10 +109,12 @@ def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> No
     except BaseException as exc:  # noqa: BLE001 - nothing may escape a forked child
         words = repr(exc).encode()[:_LAST_WORDS]
         print(f"worker child failed: {exc!r}", file=sys.stderr)
-    finally:  # the child must never return into the server, even when stderr or the pipe fail
+    finally:  # the report goes out even if stderr fails (a full disk); the child never returns into the server
         try:
-            sys.stderr.flush()
-            os.write(report, b"%d\n%s" % (status, words))
+            try:
+                sys.stderr.flush()
+            finally:
+                os.write(report, b"%d\n%s" % (status, words))
         finally:
             os._exit(status)
 
