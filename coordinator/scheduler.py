@@ -1,7 +1,8 @@
 """The scheduler's whole policy: slots, retries, quarantine. Nothing here knows SSH or Optuna.
 
-One thread per slot. A free slot takes a retry if it should, else asks the source for a new task,
-runs it, and reports the outcome at once: no batches, no barriers, no sleeps on the hot path.
+One thread per slot. A free slot takes a retry if it should, else asks the source for a new task
+(one ask at a time, outside the lock), runs it, and reports the outcome at once: no batches, no
+barriers, no sleeps on the hot path.
 A failed attempt goes back to the queue with the next attempt number and is taken by a head slot
 (while one is up or starting), until its attempts run out; then the source is told it failed, with why.
 A rig whose attempts fail `quarantine_after` times in a row is left out for the rest of the run
@@ -95,9 +96,10 @@ class Scheduler:
         self.source, self.executors, self.watcher = source, executors, watcher
         self.max_attempts, self.quarantine_after = max_attempts, quarantine_after
         self.cond = threading.Condition()
-        self.retries: deque[Task] = deque()
+        self.queue: deque[Task] = deque()  # retries, and tasks whose slot's rig was quarantined as they were asked
         self.in_flight = 0
         self.exhausted = False
+        self.asking = False  # a slot is asking the source for a task
         self.stopping = False
         self.streak: dict[str, int] = {}
         self.alive = {id(ex) for ex in executors}  # ids of executors whose slot is up or still starting
@@ -117,13 +119,13 @@ class Scheduler:
         except KeyboardInterrupt:
             self.stop()
             raise
-        for task in self.retries:  # every slot is gone: what is left cannot run anywhere
+        for task in self.queue:  # every slot is gone: what is left cannot run anywhere
             outcome = Outcome(False, reason="no-slot", detail="no slot left to run it")
             task.failures.append({"attempt": task.attempt, "rig": "-", "reason": outcome.reason,
                                   "detail": outcome.detail})
             self.source.attempt_failed(task, outcome, None, True)
             self.summary.failed += 1
-        self.retries.clear()
+        self.queue.clear()
         return self.summary
 
     def stop(self) -> None:
@@ -171,22 +173,41 @@ class Scheduler:
             while True:
                 if self.stopping or ex.rig.name in self.summary.quarantined:
                     return None
-                if self.retries and self._may_take_retry(ex):
-                    task = self.retries.popleft()
-                elif not self.exhausted:
-                    task = self.source.next_task()
-                    self.exhausted = task is None
-                else:
-                    task = None
-                if task is not None:
+                if self.queue and self._may_take_queued(ex):
                     self.in_flight += 1
-                    return task
-                if self.in_flight == 0 and not self.retries:
+                    return self.queue.popleft()
+                if not self.exhausted and not self.asking:
+                    self.asking = True
+                    self.in_flight += 1  # the task being asked: no slot may conclude the run is over
+                    break
+                if self.in_flight == 0 and not self.queue:
                     self.cond.notify_all()
                     return None
                 self.cond.wait()
+        return self._ask(ex)
 
-    def _may_take_retry(self, ex: Executor) -> bool:
+    def _ask(self, ex: Executor) -> Task | None:
+        """A new task from the source, asked outside the lock: an ask (Optuna's, tens of ms) must not
+        hold up the other slots' outcomes and retries. One ask at a time."""
+        try:
+            task = self.source.next_task()
+        except BaseException:
+            with self.cond:
+                self.asking = False
+                self.in_flight -= 1
+                self.cond.notify_all()
+            raise
+        with self.cond:
+            self.asking, self.exhausted = False, task is None
+            self.cond.notify_all()
+            if task is not None and not self.stopping and ex.rig.name not in self.summary.quarantined:
+                return task
+            if task is not None and not self.stopping:  # this slot's rig was quarantined meanwhile
+                self.queue.appendleft(task)
+            self.in_flight -= 1  # stopped meanwhile: the task stays unreported (resume finds it)
+        return self._take(ex)
+
+    def _may_take_queued(self, ex: Executor) -> bool:
         """Retries run on the head while any head slot is up or starting (a rig that fails before the head
         is ready must not take its own retry), anywhere else otherwise."""
         if ex.rig.local:
@@ -215,7 +236,7 @@ class Scheduler:
             quarantined = outcome.reason != "cancelled" and self._count_failure(ex.rig, outcome.describe())
             if not final:
                 task.attempt += 1
-                self.retries.append(task)
+                self.queue.append(task)
                 self.summary.retried += 1
             self.in_flight -= 1
             self.cond.notify_all()

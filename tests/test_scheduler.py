@@ -165,3 +165,56 @@ def test_a_resumed_task_numbers_on_with_a_fresh_budget():
 def test_max_attempts_must_be_positive():
     with pytest.raises(ValueError):
         Scheduler(ListSource(1), [], RunState(), max_attempts=0)
+
+
+def test_an_ask_does_not_hold_up_another_slots_outcome():
+    class SlowSecondAsk(ListSource):
+        """The second ask lasts until the first task's outcome is settled (or 5 s): an ask taken under
+        the scheduler's lock would keep that outcome waiting for the whole ask."""
+
+        def next_task(self):
+            if self.order == ["ask0"]:
+                self.settled_during_ask = wait_for(lambda: scheduler.summary.complete == 1)
+            return super().next_task()
+
+    source = SlowSecondAsk(3)
+    scheduler = Scheduler(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "ok")], RunState())
+    summary = scheduler.run()
+    assert summary.complete == 3 and source.settled_during_ask
+
+
+def test_a_task_asked_as_its_rig_is_quarantined_runs_elsewhere():
+    class QuarantineDuringAsk(ListSource):
+        """The second ask lasts until rig a is quarantined."""
+
+        second_ask = threading.Event()
+
+        def next_task(self):
+            if self.order == ["ask0"]:
+                self.second_ask.set()
+                wait_for(lambda: "a" in scheduler.summary.quarantined)
+            return super().next_task()
+
+    class CrashDuringAsk(FakeSlot):
+        def execute(self, task):
+            QuarantineDuringAsk.second_ask.wait(5)
+            return super().execute(task)
+
+    class LateStart(FakeSlot):
+        def start(self):
+            time.sleep(0.1)  # the crashing slot asks first
+
+    source = QuarantineDuringAsk(3)
+    head, crash, late = FakeSlot(HEAD, 0, "slowstart"), CrashDuringAsk(RIG_A, 0, "crash"), LateStart(RIG_A, 1, "ok")
+    scheduler = Scheduler(source, [head, crash, late], RunState(), quarantine_after=1)
+    summary = scheduler.run()
+    assert summary.complete == 3 and summary.quarantined
+    assert crash.ran == [("t0", 1)] and late.ran == []
+    assert ("t1", 1) in head.ran  # asked for the quarantined rig's slot, run first time on the head
+
+
+def wait_for(done, limit: float = 5.0) -> bool:
+    deadline = time.monotonic() + limit
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return done()
