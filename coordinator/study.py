@@ -1,7 +1,8 @@
 """The one module that talks to Optuna: a persistent study with an explicitly configured TPE.
 
 The head is the only writer, so a journal file (appended with fsync, replayed after a crash) is
-the storage. Every sampler setting that changed between Optuna versions is set explicitly.
+the storage, and the owner's flock is the journal's lock: no lock file is made and removed per write.
+Every sampler setting that changed between Optuna versions is set explicitly.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STUDIES_DIR = Path("optuna_studies")
-JOURNAL_LOCK_SUFFIX = ".lock"  # what optuna's JournalFileSymlinkLock appends to the journal's path
 
 
 class StudyError(RuntimeError):
@@ -45,6 +45,21 @@ def distributions() -> dict[str, BaseDistribution]:
 
 def make_sampler(seed: int) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=10)
+
+
+class _OwnerLock:
+    """The journal lock (acquire/release, as optuna's file locks) of the process that holds the study's
+    owner flock: no other process appends, so an append need only exclude this process's threads.
+    (Readers never take the lock.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        return self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 def storage_path(name: str, directory: Path = STUDIES_DIR) -> Path:
@@ -72,7 +87,7 @@ class Study:
         path.parent.mkdir(parents=True, exist_ok=True)
         if writer:
             self._own(path)
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage = JournalStorage(JournalFileBackend(str(path), lock_obj=_OwnerLock() if writer else None))
         self.lock = threading.Lock()
         self.dists = distributions()
         if create:
@@ -83,14 +98,12 @@ class Study:
         self._trials: dict[int, optuna.Trial] = {}
 
     def _own(self, path: Path) -> None:
-        """One coordinator per study: an exclusive flock the kernel drops when the process dies. As
-        the only writer, any journal lock file left by a killed coordinator is stale: remove it."""
+        """One coordinator per study: an exclusive flock the kernel drops when the process dies."""
         self._owner = open(path.with_name(path.name + ".owner"), "a")
         try:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise StudyError(f"{path}: study {self.name} is in use by another coordinator") from exc
-        Path(f"{path}{JOURNAL_LOCK_SUFFIX}").unlink(missing_ok=True)
 
     # -- study-level attributes (the run's settings, so a resume needs no arguments) ---------------
 

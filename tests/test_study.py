@@ -3,6 +3,7 @@ a killed coordinator completed on resume, crashes told as FAIL with their reason
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,29 @@ def test_one_coordinator_per_study(tmp_path: Path):
         Study("s", path, seed=0, create=False)
     reader = Study("s", path, seed=0, create=False, writer=False)
     assert reader.trials() == [] and first.trials() == []
+    number, _ = first.ask()
+    first.tell_value(number, 0.25)
+    assert [(t.state, t.value) for t in reader.trials()] == [("COMPLETE", 0.25)]  # a reader follows the writer
     with pytest.raises(StudyError, match="already stored"):
         Study("s", path, seed=0, create=True, writer=False)
+
+
+def test_the_owner_appends_without_lock_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The owner flock is the journal's lock; a lock file per append would cost two syscalls and a race
+    with a killed coordinator's leftover."""
+    study = Study("s", storage_path("s", tmp_path), seed=0, create=True)
+    made: list[str] = []
+    real_symlink = os.symlink
+
+    def symlink(src: str, dst: str, *args: object) -> None:  # optuna's default journal lock is a symlink
+        made.append(dst)
+        real_symlink(src, dst, *args)
+
+    monkeypatch.setattr(os, "symlink", symlink)
+    number, _ = study.ask()
+    study.set_attrs(number, rig="a")
+    study.tell_value(number, 0.5)
+    assert made == [] and sorted(p.name for p in tmp_path.iterdir()) == ["s.journal", "s.journal.owner"]
 
 
 def test_half_asked_trial_is_completed_on_resume(tmp_path: Path):
