@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,16 @@ class Archive:
 
     def store(self, record: dict[str, Any], final: bool) -> Path:
         tid, attempt = record["trial_id"], record["attempt"]
-        contract.write_json_atomic(self.dir / f"{tid}.a{attempt}.json", record)
+        path = self.dir / f"{tid}.a{attempt}.json"
+        contract.write_json_atomic(path, record)
         if not final:
-            return self.dir / f"{tid}.a{attempt}.json"
-        contract.write_json_atomic(self.dir / f"{tid}.json", record)
-        return self.dir / f"{tid}.json"
+            return path
+        final_path = self.dir / f"{tid}.json"
+        link = final_path.with_name(f".{final_path.name}.{attempt}.link")
+        link.unlink(missing_ok=True)
+        os.link(path, link)  # the same bytes, already on disk: a second name, not a second write and fsync
+        os.replace(link, final_path)
+        return final_path
 
     def finals(self) -> dict[str, dict[str, Any]]:
         out = {}
