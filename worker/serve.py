@@ -5,11 +5,12 @@ once, keeps parsed data across trials, and runs each trial in a forked child so 
 hang in one trial cannot poison the next. The parent never touches the GPU (a forked child could
 not use it then); the child does.
 
-Forking a process that holds torch, and tearing the child down again, costs tens of milliseconds.
-Neither waits on the trial's path: the next trial's child is forked ahead (a spare, waiting for its
-job on a pipe) while the server is otherwise idle, and a child reports its exit status on a pipe
-once its result file is written, so "done" goes out while the kernel is still freeing its memory.
-The next trial starts only after that child is gone: one trial's process at a time per slot.
+Forking a process that holds torch, and tearing the child down again, costs milliseconds even in
+huge pages (worker.hugepages). Neither waits on the trial's path: the next trial's child is forked
+ahead (a spare, waiting for its job on a pipe) while the server is otherwise idle, and a child
+reports its exit status on a pipe once its result file is written, so "done" goes out while the
+kernel is still freeing its memory. The next trial starts only after that child is gone: one trial's
+process at a time per slot.
 
 Protocol: one JSON object a line. stdin: {"job": path, "timeout_s": s, "log": path} or
 {"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job (with "error"
@@ -21,6 +22,7 @@ kills the running trial and ends the server.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -31,12 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker import VERSION, contract
+from worker import VERSION, contract, hugepages
 from worker.run import EXIT_FAILED, execute
 
 _PR_SET_PDEATHSIG = 1
 _LAST_WORDS = 1000  # bytes: with the exit status, one pipe write, atomic and never blocking
-SPARE_AFTER_S = 0.05  # into a running trial, the server forks the next trial's child
+SPARE_AFTER_S = 0.5  # into a running trial, the server forks the next trial's child: clear of other slots' starts
 EXIT_GRACE_S = 30.0  # for a finished child to exit (free its memory and GPU) before it is killed
 
 
@@ -125,6 +127,7 @@ class _Child:
     def __init__(self, root: Path, own_hash: str, cache: dict, inherited: list[int]):
         jobs, self.jobs = os.pipe()
         self.report, report = os.pipe()
+        gc.freeze()  # the child's collections leave the server's objects alone: no copy-on-write of their pages
         self.pid = os.fork()
         if self.pid == 0:
             for fd in (self.jobs, self.report, *inherited):  # other children's pipes: theirs alone
@@ -311,11 +314,12 @@ def serve(root: Path) -> int:
 
     import worker.trial  # noqa: F401 - the warm-up: numpy, scipy and torch imported once
 
+    huge = hugepages.collapse()
     root = root.resolve()
     lines = _Lines(sys.stdin.fileno())
     server = _Server(root, contract.code_hash(), lines)
     _emit("ready", pid=os.getpid(), pgid=os.getpgid(0), code_hash=server.own_hash, version=VERSION,
-          python=sys.version.split()[0], root=str(root))
+          python=sys.version.split()[0], root=str(root), huge_pages_mib=huge)
     try:
         while True:
             line = lines.pop()
