@@ -123,8 +123,9 @@ def old_dispatch(rig: Rig, job: Job) -> float:
 
 def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, Any]:
     """Per-trial overhead with a no-op trial on one warm slot of one SSH rig: the time from one result
-    told to the next (ask, job file written and pushed over SFTP, one line each way, fork, result
-    written, fetched, validated, archived, told to a journal-file study), `trials` trials per repeat
+    told to the next (ask, job file written and pushed over SFTP, one line each way, the job handed to
+    the worker's child forked ahead, result written, fetched, validated, archived, told to a
+    journal-file study), `trials` trials per repeat
     in one study that grows to `repeats * trials` trials. `without_study`: the same with fixed jobs
     and no study (the slot and transport alone). Each repeat first times one job of the old design on
     the same rig (a fresh `ssh` running a fresh python that imports the worker, then a fresh `ssh` to
@@ -163,10 +164,11 @@ def run_makespan(work: Path, repeats: int = 3, trials: int = 100, trial_s: float
     wall time. Slots are started first (their warm-up, once per study, is reported apart). Two sources
     alternate: fixed jobs with no optimiser (as the old coordinator's measured jobs), and the real
     Step 2 source asking and telling a fresh study per run. Where the time goes, per trial:
-    `overhead_ms` from start to result told beyond `trial_s` (job push, fork, fetch, archive, tell,
-    with 26 slots sharing the machine), `idle_ms` from a slot's result told to its next start (the
-    ask, and waiting for the other slots' asks). Here the head, 26 workers and 3 sshd share this
-    machine's cores; on the cluster each rig forks and writes its trials on its own CPUs."""
+    `overhead_ms` from start to result told beyond `trial_s` (job push, the child's start and exit,
+    fetch, archive, tell, with 26 slots sharing the machine), `idle_ms` from a slot's result told to
+    its next start (the ask, and waiting for the other slots' asks: Optuna's asks are sequential).
+    Here the head, 26 workers, their children and 3 sshd share this machine's 2 cores; on the cluster
+    each rig runs its trials' processes on its own CPUs."""
     with Loopback(work) as lb:
         transports = [lb.head(2, trial_s), *(lb.ssh_rig(f"rig{i}", 8, trial_s) for i in (1, 2, 3))]
         start = time.monotonic()
