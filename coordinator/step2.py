@@ -88,6 +88,7 @@ class Step2Source:
         self.settings.write(job, self.head_root)
         self.study.set_attrs(number, dispatch={"rig": rig.name, "run_id": job.run_id, "attempt": task.attempt},
                              attempts=task.attempt)
+        self.study.sync()  # the trial, its parameters and where it went, on disk before the job leaves
         return job
 
     def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:

@@ -58,6 +58,22 @@ def test_the_owner_appends_without_lock_files(tmp_path: Path, monkeypatch: pytes
     assert made == [] and sorted(p.name for p in tmp_path.iterdir()) == ["s.journal", "s.journal.owner"]
 
 
+def test_the_journal_is_synced_at_tells_and_on_request_not_per_line(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    study = Study("s", storage_path("s", tmp_path), seed=0, create=True)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    number, _ = study.ask()  # a dozen journal lines
+    study.set_attrs(number, rig="a")
+    assert synced == []
+    study.sync()  # as before a job leaves the head
+    study.tell_value(number, 0.5)
+    assert len(synced) == 2
+    reader = Study("s", storage_path("s", tmp_path), seed=0, create=False, writer=False)
+    assert [(t.state, t.value, t.attrs) for t in reader.trials()] == [("COMPLETE", 0.5, {"rig": "a"})]
+
+
 def test_half_asked_trial_is_completed_on_resume(tmp_path: Path):
     path = storage_path("s", tmp_path)
     study = Study("s", path, seed=0, create=True)
