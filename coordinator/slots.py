@@ -1,8 +1,9 @@
 """A warm slot: one (rig, GPU) with a long-lived `python -m worker serve` behind it.
 
-Per attempt: push the job file, send one line, wait for one line, fetch and validate the result
-file. Everything that can go wrong comes back as an Outcome with a one-word reason; a worker that
-died or hung is killed (its whole process group) and restarted lazily before the next attempt.
+Per attempt: push the job file, send one line, wait for one line, validate the result file (sent in
+that line, or fetched). Everything that can go wrong comes back as an Outcome with a one-word
+reason; a worker that died or hung is killed (its whole process group) and restarted lazily before
+the next attempt.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ class ResultError(ValueError):
         self.reason = reason
 
 
-def fetch_result(transport: Transport, run_id: str, tid: str, attempt: int) -> dict:
-    """An attempt's result file from its rig, validated against the run, trial and attempt.
+def fetch_result(transport: Transport, run_id: str, tid: str, attempt: int, sent: str | None = None) -> dict:
+    """An attempt's result file from its rig (or its text as the worker `sent` it in its "done" line),
+    validated against the run, trial and attempt.
     Raises TransportError (reason 'missing' when absent) or ResultError ('corrupt' or 'invalid')."""
     path = contract.result_path(run_id, tid, attempt)
     where = f"{transport.rig.name}:{path}"
-    raw = transport.get_bytes(path)
+    raw = transport.get_bytes(path) if sent is None else sent
     try:
         return contract.validate_result(json.loads(raw), where, run_id=run_id, tid=tid, attempt=attempt)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -114,13 +116,14 @@ class WarmSlot:
             return Outcome(False, reason="protocol", detail=str(done.get("error", done))[:300])
         if done.get("timed_out"):
             return Outcome(False, reason="timeout", detail=f"over the {job.timeout_s:g} s limit; killed on the rig")
-        return self._collect(job, int(done.get("exit", -1)), done.get("error"))
+        sent = done.get("result")
+        return self._collect(job, int(done.get("exit", -1)), done.get("error"), sent if isinstance(sent, str) else None)
 
-    def _collect(self, job: Job, exit_status: int, error: str | None = None) -> Outcome:
-        """Fetch and validate the attempt's result file; only a valid success is a success. `error`: why
-        the worker died, when it could not write a result to say so."""
+    def _collect(self, job: Job, exit_status: int, error: str | None = None, sent: str | None = None) -> Outcome:
+        """Validate the attempt's result file, as sent in the "done" line or else fetched; only a valid
+        success is a success. `error`: why the worker died, when it could not write a result to say so."""
         try:
-            record = fetch_result(self.transport, job.run_id, job.trial_id, job.attempt)
+            record = fetch_result(self.transport, job.run_id, job.trial_id, job.attempt, sent)
         except TransportError as exc:
             if exc.reason == "missing":
                 why = f": {error}" if error else ""

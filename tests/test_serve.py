@@ -91,6 +91,7 @@ def test_trials_run_in_children_forked_ahead(server: Server):
     done, result = server.trial(0)
     assert done["event"] == "done" and done["exit"] == 0 and not done["timed_out"]
     assert result is not None and result["status"] == "success"
+    assert json.loads(done["result"]) == result  # the file's text travels in the line: no fetch
     # the spare ran the trial and is gone; the next trial's child is already forked
     assert wait_for(lambda: len(server.children()) == 1 and spare not in server.children())
     done, result = server.trial(1)
@@ -132,7 +133,7 @@ def test_a_trial_past_its_time_limit_is_killed(server: Server):
     os.kill(spare, signal.SIGSTOP)  # it takes the job but cannot run it: the time limit ends it
     server.send({"job": path, "timeout_s": 1.0, "log": "logs/stopped.log"})
     done = server.read()
-    assert done["timed_out"] and done["exit"] == -signal.SIGKILL
+    assert done["timed_out"] and done["exit"] == -signal.SIGKILL and "result" not in done
     assert not (server.root / job.result_path).exists()
     done, result = server.trial(1)  # the server serves on
     assert done["exit"] == 0 and result is not None

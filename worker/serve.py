@@ -13,9 +13,10 @@ kernel is still freeing its memory. The next trial starts only after that child 
 process at a time per slot.
 
 Protocol: one JSON object a line. stdin: {"job": path, "timeout_s": s, "log": path} or
-{"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job (with "error"
-when the trial died of an exception it could not put in a result file), {"event": "pong", ...} per
-ping, {"event": "error", ...} for a request it cannot read. EOF on stdin (the coordinator went away)
+{"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job (with
+"result", the result file's text when it is a plain file, and "error" when the trial died of an
+exception it could not put in a result file), {"event": "pong", ...} per ping, {"event": "error",
+...} for a request it cannot read. EOF on stdin (the coordinator went away)
 kills the running trial and ends the server.
 """
 
@@ -28,17 +29,20 @@ import logging
 import os
 import selectors
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from worker import VERSION, contract, hugepages
+from worker.contract import Job
 from worker.run import EXIT_FAILED, execute
 
 _PR_SET_PDEATHSIG = 1
 _LAST_WORDS = 1000  # bytes: with the exit status, one pipe write, atomic and never blocking
 SPARE_AFTER_S = 0.5  # into a running trial, the server forks the next trial's child: clear of other slots' starts
+_INLINE_RESULT_BYTES = 1 << 20
 EXIT_GRACE_S = 30.0  # for a finished child to exit (free its memory and GPU) before it is killed
 
 
@@ -236,7 +240,7 @@ class _Server:
             self.finished = None
         started = time.monotonic()
         child = self.running = self._give({"job": job_file, "log": log_file})
-        _preload(job_file, self.root, self.cache)  # for the spares forked from now on
+        job = _preload(job_file, self.root, self.cache)  # for the spares forked from now on
         report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
         self.running = None
         if self.lines.eof:
@@ -250,8 +254,9 @@ class _Server:
         else:
             self.finished = child
         status, words = report
+        result = None if timed_out or job is None else _result_text(self.root, job)
         _emit("done", job=job_file, exit=status, timed_out=timed_out, seconds=round(time.monotonic() - started, 4),
-              **({"error": words} if words else {}))
+              **({"error": words} if words else {}), **({"result": result} if result is not None else {}))
         return True
 
     def _give(self, request: dict) -> _Child:
@@ -297,15 +302,35 @@ class _Server:
                     self.fork_spare()
 
 
-def _preload(job_file: str, root: Path, cache: dict) -> None:
-    """Parse the job's data into the server's cache so every later child inherits it. Errors are
-    left for the child, which reports them in the result file."""
+def _preload(job_file: str, root: Path, cache: dict) -> Job | None:
+    """Parse the job's data into the server's cache so every later child inherits it; the job, if it
+    is valid. Errors are left for the child, which reports them in the result file."""
     from worker.data import load_dataset
 
     try:
-        load_dataset(contract.load_job(contract.resolve_inside(root, job_file)), root, cache)
+        job = contract.load_job(contract.resolve_inside(root, job_file))
+        load_dataset(job, root, cache)
+        return job
     except Exception:  # noqa: BLE001 - the child reports the same error properly
-        pass
+        return None
+
+
+def _result_text(root: Path, job: Job) -> str | None:
+    """The attempt's result file, to travel in the "done" line and spare the coordinator a file transfer.
+    None unless it is a plain file of sane size; the coordinator then fetches it and says what is wrong."""
+    try:
+        fd = os.open(contract.resolve_inside(root, job.result_path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (OSError, contract.ContractError):
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _INLINE_RESULT_BYTES:
+            return None
+        return os.read(fd, info.st_size + 1).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def serve(root: Path) -> int:
