@@ -131,7 +131,6 @@ class _Child:
     def __init__(self, root: Path, own_hash: str, cache: dict, inherited: list[int]):
         jobs, self.jobs = os.pipe()
         self.report, report = os.pipe()
-        gc.freeze()  # the child's collections leave the server's objects alone: no copy-on-write of their pages
         self.pid = os.fork()
         if self.pid == 0:
             for fd in (self.jobs, self.report, *inherited):  # other children's pipes: theirs alone
@@ -339,6 +338,8 @@ def serve(root: Path) -> int:
 
     import worker.trial  # noqa: F401 - the warm-up: numpy, scipy and torch imported once
 
+    gc.collect()
+    gc.freeze()  # children's collections leave the imports' objects alone: no copy-on-write of their pages
     huge = hugepages.collapse()
     root = root.resolve()
     lines = _Lines(sys.stdin.fileno())
