@@ -22,8 +22,8 @@ from benchmarks.rigs import KeepWarm, Loopback
 from coordinator import results
 from coordinator.events import Event
 from coordinator.inventory import Rig
-from coordinator.jobs import RunSettings, new_run_id
 from coordinator.scheduler import Outcome, Scheduler, Task
+from coordinator.settings import RunSettings, new_run_id
 from coordinator.step2 import Step2Source
 from coordinator.study import Study, storage_path
 from worker import contract
@@ -41,10 +41,10 @@ class FixedJobs:
 
     def next_task(self) -> Task | None:
         number = next(self.numbers, None)
-        return None if number is None else Task(contract.trial_id(number), data=number)
+        return None if number is None else Task(contract.trial_id(number), number)
 
     def build(self, task: Task, rig: Rig) -> Job:
-        return self.settings.job(task.data, HEAVIEST, task.attempt)
+        return self.settings.job(task.payload, HEAVIEST, task.attempt)
 
     def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:
         pass

@@ -19,10 +19,11 @@ from types import TracebackType
 from typing import Protocol
 
 from benchmarks.fake_worker import TRIAL_S_ENV
+from coordinator.dataset import load_data_dir
 from coordinator.deploy import deploy, worker_bundle
 from coordinator.inventory import Rig
-from coordinator.jobs import RunSettings, load_data_dir, new_run_id
 from coordinator.scheduler import Outcome, Task
+from coordinator.settings import RunSettings, new_run_id
 from coordinator.slots import WarmSlot
 from coordinator.transport import Transport
 from coordinator.transport.local import LocalTransport

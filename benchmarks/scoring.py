@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import figure
-from worker.bench import HEAVIEST, random_params
+from worker.bench import HEAVIEST
+from worker.params import random_params
 from worker.prng import get_generator
 from worker.scorer import SurvivorScorer
 from worker.synth import write_synthetic

@@ -19,7 +19,8 @@ import optuna
 
 from benchmarks.report import figure
 from coordinator.study import Study, distributions, make_sampler, storage_path
-from worker.bench import make_job, random_params
+from worker.bench import make_job
+from worker.params import random_params
 from worker.synth import write_synthetic
 from worker.trial import run_trial
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import REPO, figure
-from worker.bench import FILES, HEAVIEST, make_job, random_params
+from worker.bench import FILES, HEAVIEST, make_job
+from worker.params import random_params
 from worker.synth import write_synthetic
 from worker.trial import run_trial
 

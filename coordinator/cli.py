@@ -41,7 +41,7 @@ def _step2(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from coordinator.generic import run_jobs
+    from coordinator.script_jobs import run_jobs
     from worker.contract import ContractError
 
     out_dir = args.out or Path("runs") / f"jobs_{args.jobs_file.stem}_{int(time.time())}"

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.transport import Transport
-from worker.contract import code_files, sha256_file
+from worker import protocol
+from worker.contract import code_files
+from worker.files import sha256_file
 
 MANIFEST_TIMEOUT_S = 120.0
 
@@ -63,7 +65,7 @@ def worker_bundle(package_dir: Path | None = None) -> dict[str, Path]:
     """The worker package as deploy() wants it: `code/worker/...` -> local file. On the rig,
     `PYTHONPATH=code python -m worker` then runs exactly this code."""
     package_dir = package_dir or Path(__file__).resolve().parent.parent / "worker"
-    return {f"code/worker/{p.relative_to(package_dir).as_posix()}": p for p in code_files(package_dir)}
+    return {f"{protocol.WORKER_DIR}/{p.relative_to(package_dir).as_posix()}": p for p in code_files(package_dir)}
 
 
 def remote_manifest(transport: Transport, paths: Iterable[str], prune: Iterable[str] = ()) -> dict[str, str | None]:
@@ -78,7 +80,8 @@ def remote_manifest(transport: Transport, paths: Iterable[str], prune: Iterable[
     return manifest
 
 
-def deploy(transport: Transport, files: Mapping[str, Path], prune: Iterable[str] = ("code",)) -> DeployReport:
+def deploy(transport: Transport, files: Mapping[str, Path],
+           prune: Iterable[str] = (protocol.WORKER_DIR,)) -> DeployReport:
     """Make the rig's workdir hold `files` (remote relative path -> local file), pushing only what
     differs, and remove files under `prune` folders that are not in `files` (a folder is pruned only
     when `files` has something in it, so a data-only deploy never empties code/). Raises DeployError

@@ -10,12 +10,32 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, TextIO
+
+
+class EventKind(StrEnum):
+    PLANNED = "planned"  # value: the number of tasks the run will start
+    SLOT_READY = "slot-ready"
+    STARTED = "started"
+    FINISHED = "finished"
+    RETRIED = "retried"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+    SLOT_LOST = "slot-lost"
+
+
+class SlotState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    RUNNING = "running"
+    LOST = "lost"
+    QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # planned, slot-ready, started, finished, retried, failed, quarantined, slot-lost
+    kind: EventKind
     rig: str = ""
     slot: int = -1
     gpu: int | None = None
@@ -38,7 +58,7 @@ class SlotView:
     task: str = ""
     attempt: int = 0
     since: float = 0.0
-    state: str = "starting"
+    state: SlotState = SlotState.STARTING
 
 
 @dataclass
@@ -57,32 +77,32 @@ class RunState:
 
     def notify(self, e: Event) -> None:
         with self.lock:
-            if e.kind == "planned":
+            if e.kind == EventKind.PLANNED:
                 self.total = int(e.value or 0)
                 return
-            if e.kind == "quarantined":
+            if e.kind == EventKind.QUARANTINED:
                 self.quarantined[e.rig] = e.reason
                 for (rig, _), other in self.slots.items():
                     if rig == e.rig:
-                        other.state = "quarantined"
+                        other.state = SlotState.QUARANTINED
                 return
             view = self.slots.setdefault((e.rig, e.slot), SlotView(e.rig, e.slot, e.gpu))
-            if e.kind == "slot-ready":
-                view.state = "idle"
-            elif e.kind == "started":
-                view.task, view.attempt, view.since, view.state = e.task, e.attempt, e.at, "running"
-            elif e.kind in ("finished", "retried", "failed"):
-                view.task, view.state = "", "idle"
-                if e.kind == "finished":
+            if e.kind == EventKind.SLOT_READY:
+                view.state = SlotState.IDLE
+            elif e.kind == EventKind.STARTED:
+                view.task, view.attempt, view.since, view.state = e.task, e.attempt, e.at, SlotState.RUNNING
+            elif e.kind in (EventKind.FINISHED, EventKind.RETRIED, EventKind.FAILED):
+                view.task, view.state = "", SlotState.IDLE
+                if e.kind == EventKind.FINISHED:
                     self.complete += 1
                     if e.value is not None and (self.best is None or e.value > self.best[0]):
                         self.best = (e.value, e.task)
-                elif e.kind == "retried":
+                elif e.kind == EventKind.RETRIED:
                     self.retried += 1
                 else:
                     self.failed += 1
-            elif e.kind == "slot-lost":
-                view.state = "lost"
+            elif e.kind == EventKind.SLOT_LOST:
+                view.state = SlotState.LOST
 
     @property
     def done(self) -> int:
@@ -97,9 +117,9 @@ class PlainLines:
         self.lock = threading.Lock()
 
     def notify(self, e: Event) -> None:
-        if e.kind == "slot-ready":
+        if e.kind == EventKind.SLOT_READY:
             return
-        if e.kind == "planned":
+        if e.kind == EventKind.PLANNED:
             with self.lock:
                 print(f"planned {int(e.value or 0)} trials", file=self.stream, flush=True)
             return

@@ -15,8 +15,9 @@ from typing import Any
 
 from coordinator.inventory import Rig
 from coordinator.transport import Transport, TransportError, connect
+from worker import protocol
 
-# Runs on the rig with only the standard library guaranteed. argv: mode ("scipy" | "full").
+# Runs on the rig with only the standard library guaranteed. argv: mode ("scipy" | "full"), the code folder.
 PROBE = r"""
 import json, os, shutil, sys
 out = {"python": sys.version.split()[0], "modules": {}, "errors": []}
@@ -43,7 +44,7 @@ if sys.argv[1] == "full":
         info = dict(line.split(":", 1) for line in fh)
     out["mem_available_gb"] = round(int(info["MemAvailable"].split()[0]) / 1e6, 2)
     try:
-        sys.path.insert(0, "code")
+        sys.path.insert(0, sys.argv[2])
         from worker import contract
         out["code_hash"] = contract.code_hash()
     except Exception:
@@ -68,33 +69,50 @@ class RigHealth:
         return asdict(self)
 
 
-def _probe(transport: Transport, mode: str) -> dict[str, Any]:
-    done = transport.run([transport.rig.python, "-c", PROBE, mode], timeout=120.0,
-                         env={**transport.rig.env, "PYTHONDONTWRITEBYTECODE": "1"})
-    if done.returncode == 127 or "No such file" in done.stderr:
-        raise _Fail("interpreter missing", f"{transport.rig.python}: {done.stderr.strip()[:200]}")
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise _Fail("probe failed", f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
-    return json.loads(lines[-1])
+class ProbeError(Exception):
+    """The probe could not run or answer: `reason` in a word, `detail` for the operator."""
 
-
-class _Fail(Exception):
     def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason, self.detail = reason, detail
 
 
-def preflight(transport: Transport) -> str | None:
-    """The cheap part of the check, run by step2 on an open connection: the rig's python exists and
-    scipy.stats.spearmanr works there. Returns the problem, or None."""
+def _probe(transport: Transport, mode: str) -> dict[str, Any]:
+    done = transport.run([transport.rig.python, "-c", PROBE, mode, protocol.CODE_DIR], timeout=120.0,
+                         env={**transport.rig.env, "PYTHONDONTWRITEBYTECODE": "1"})
+    if done.returncode == 127 or "No such file" in done.stderr:
+        raise ProbeError("interpreter missing", f"{transport.rig.python}: {done.stderr.strip()[:200]}")
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise ProbeError("probe failed", f"exit {done.returncode}: {done.stderr.strip()[-300:]}")
     try:
-        found = _probe(transport, "scipy")
-    except _Fail as exc:
-        return f"{exc.reason}: {exc.detail}"
+        return json.loads(lines[-1])
     except ValueError as exc:
-        return f"probe answer unreadable: {exc}"
-    problems = found["errors"] + ([] if found.get("spearmanr") else ["scipy.stats.spearmanr unusable"])
+        raise ProbeError("probe answer unreadable", str(exc)) from exc
+
+
+def diagnose(transport: Transport, mode: str, head_code_hash: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """What the probe found on an open connection, and the rig's problems ([] when it is fit). Raises
+    ProbeError when the probe itself cannot run."""
+    found = _probe(transport, mode)
+    try:
+        problems = list(found["errors"]) + ([] if found.get("spearmanr") else ["scipy.stats.spearmanr unusable"])
+        if mode == "full":  # stale code is no failure: step2 pushes the head's code before a rig's first trial
+            deployed = found.get("code_hash")
+            found["code"] = "none" if deployed is None else "current" if deployed == head_code_hash else "stale"
+            problems += _full_problems(transport.rig, found)
+    except (KeyError, TypeError) as exc:
+        raise ProbeError("probe answer unreadable", repr(exc)) from exc
+    return found, problems
+
+
+def preflight(transport: Transport) -> str | None:
+    """The cheap part of the check, run before a rig is used on an open connection: the rig's python
+    exists and scipy.stats.spearmanr works there. Returns the problem, or None."""
+    try:
+        _, problems = diagnose(transport, "scipy")
+    except ProbeError as exc:
+        return str(exc)
     return "; ".join(problems) or None
 
 
@@ -109,31 +127,21 @@ def check_rig(rig: Rig, mode: str, head_code_hash: str | None = None) -> RigHeal
             started = time.monotonic()
             transport.run(["true"], timeout=30.0)
             health.details["rtt_ms"] = round((time.monotonic() - started) * 1000, 1)
-        found = _probe(transport, mode)
-        if mode == "full":  # stale code is no failure: step2 pushes the head's code before a rig's first trial
-            deployed = found.get("code_hash")
-            found["code"] = "none" if deployed is None else "current" if deployed == head_code_hash else "stale"
+        found, problems = diagnose(transport, mode, head_code_hash)
         health.details.update(found)
-        problems = list(found["errors"])
-        if not found.get("spearmanr"):
-            problems.append("scipy.stats.spearmanr unusable")
-        if mode == "full":
-            problems += _full_problems(rig, found, head_code_hash)
         health.ok = not problems
         health.reason = "; ".join(problems)
     except TransportError as exc:
         health.reason = f"{exc.reason}: {exc.detail}"
-    except _Fail as exc:
-        health.reason = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
-    except (ValueError, KeyError) as exc:
-        health.reason = f"probe answer unreadable: {exc}"
+    except ProbeError as exc:
+        health.reason = str(exc)
     finally:
         if transport is not None:
             transport.close()
     return health
 
 
-def _full_problems(rig: Rig, found: dict[str, Any], head_code_hash: str | None) -> list[str]:
+def _full_problems(rig: Rig, found: dict[str, Any]) -> list[str]:
     problems = []
     missing = [g for g in rig.gpus if g >= found.get("gpus", 0)]
     if missing:

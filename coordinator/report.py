@@ -21,8 +21,9 @@ from rich.table import Table
 
 from coordinator import results
 from coordinator.results import Archive
-from coordinator.study import STUDIES_DIR, Study, TrialRecord, storage_path
+from coordinator.study import STUDIES_DIR, Study, TrialRecord, TrialState, storage_path
 from worker import contract
+from worker.files import write_json_atomic
 from worker.params import SCORER_SPACE
 
 INERT_SHARE = 0.01  # below this share of the total importance a parameter changes nothing measurable
@@ -64,7 +65,7 @@ def tally(trials: list[TrialRecord]) -> tuple[dict[str, dict[str, int]], dict[st
     rigs: dict[str, Counter[str]] = {}
     reasons: Counter[str] = Counter()
     for trial in trials:
-        if trial.state == "COMPLETE":
+        if trial.state == TrialState.COMPLETE:
             rigs.setdefault(trial.attrs.get("rig", "?"), Counter())["complete"] += 1
         for failure in trial.attrs.get("failures", []):
             rigs.setdefault(failure["rig"], Counter())["failed_attempts"] += 1
@@ -100,7 +101,7 @@ def summarize(study: Study, runs_dir: Path = results.RUNS_DIR) -> dict[str, Any]
     trials = study.trials()
     meta = study.meta()
     best = study.best()
-    values = [t.value for t in trials if t.state == "COMPLETE"]
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE]
     pool = pool_size(runs_dir / study.name, meta)
     rigs, reasons = tally(trials)
     shares, why_not = importance(study, values)
@@ -185,7 +186,7 @@ def report(name: str | None = None, null: str | None = None, *, studies_dir: Pat
     else:
         plots = write_plots(study, out_dir, with_importance=summary["importance"] is not None)
     summary["plots"] = [str(p) for p in plots]
-    contract.write_json_atomic(out_dir / "summary.json", summary)
+    write_json_atomic(out_dir / "summary.json", summary)
     console = console or Console()
     show(summary, console)
     console.print(f"written: {out_dir / 'summary.json'} and {len(plots)} plot files in {out_dir}")
@@ -200,14 +201,15 @@ def _section(console: Console, title: str, columns: tuple[str, ...], rows: list[
     console.print(table)
 
 
-def show(s: dict[str, Any], console: Console) -> None:
-    t = s["trials"]
-    console.print(f"[bold]study {s['study']}[/] (worker {s['worker_version']}, {s['storage']}): {t['total']} trials,"
-                  f" {t['complete']} complete, {t['failed']} failed, {t['running']} running, {t['retried']} retried")
+def show(summary: dict[str, Any], console: Console) -> None:
+    s, counts = summary, summary["trials"]
+    console.print(f"[bold]study {s['study']}[/] (worker {s['worker_version']}, {s['storage']}): {counts['total']}"
+                  f" trials, {counts['complete']} complete, {counts['failed']} failed, {counts['running']} running,"
+                  f" {counts['retried']} retried")
     if s["best"]:
-        b = s["best"]
-        _section(console, f"best: {b['trial_id']}, accuracy {b['accuracy']:.6f}, on {b['rig']}",
-                 ("parameter", "value"), list(b["params"].items()))
+        best = s["best"]
+        _section(console, f"best: {best['trial_id']}, accuracy {best['accuracy']:.6f}, on {best['rig']}",
+                 ("parameter", "value"), list(best["params"].items()))
     if s["accuracy"]:
         _section(console, "accuracy (Spearman ρ) of the complete trials", tuple(s["accuracy"]),
                  [tuple(s["accuracy"].values())])
@@ -217,11 +219,11 @@ def show(s: dict[str, Any], console: Console) -> None:
     if s["failure_reasons"]:
         _section(console, "failed attempts by reason", ("reason", "attempts"), list(s["failure_reasons"].items()))
     if s["coverage"]:
-        c = s["coverage"]
+        cov = s["coverage"]
         _section(console, "survivor coverage",
                  ("pool N", "sample n", "trials k", "unique seen", "expected N(1-(1-n/N)^k)"),
-                 [(c["pool"], c["sample_size"], c["trials"], f"{c['unique_seen']} ({c['fraction']:.1%})",
-                   c["expected_unique"])])
+                 [(cov["pool"], cov["sample_size"], cov["trials"], f"{cov['unique_seen']} ({cov['fraction']:.1%})",
+                   cov["expected_unique"])])
     if s["importance"]:
         _section(console, "parameter importance (share of the total, PED-ANOVA)", ("parameter", "share", ""),
                  [(k, f"{v:.1%}", "inert" if k in s["inert"] else "") for k, v in s["importance"].items()])

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coordinator.study import Study, TrialRecord
-from worker import contract
+from coordinator.study import Study, TrialRecord, TrialState
+from worker.files import write_json_atomic
 
 RUNS_DIR = Path("runs")
 
@@ -25,7 +25,7 @@ class Archive:
     def store(self, record: dict[str, Any], final: bool) -> Path:
         tid, attempt = record["trial_id"], record["attempt"]
         path = self.dir / f"{tid}.a{attempt}.json"
-        contract.write_json_atomic(path, record)
+        write_json_atomic(path, record)
         if not final:
             return path
         final_path = self.dir / f"{tid}.json"
@@ -91,11 +91,12 @@ def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, 
     }
     if not math.isfinite(config["accuracy"]):
         raise RuntimeError(f"study {study.name}: best value {best.value} is not finite")
-    contract.write_json_atomic(path, config)
+    write_json_atomic(path, config)
     return config
 
 
 def trial_counts(trials: list[TrialRecord]) -> dict[str, int]:
     states = [t.state for t in trials]
-    return {"complete": states.count("COMPLETE"), "failed": states.count("FAIL"), "running": states.count("RUNNING"),
+    return {"complete": states.count(TrialState.COMPLETE), "failed": states.count(TrialState.FAIL),
+            "running": states.count(TrialState.RUNNING),
             "retried": sum(1 for t in trials if t.attrs.get("attempts", 1) > 1)}

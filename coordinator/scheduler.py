@@ -16,36 +16,33 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
-from coordinator.events import Event, Watcher
+from coordinator.events import Event, EventKind, Watcher
 from coordinator.inventory import Rig
+from coordinator.outcome import Failure, Outcome, Reason
+
+P = TypeVar("P")
 
 
 @dataclass
-class Task:
+class Task(Generic[P]):
+    """One unit of work from a Source, with the Source's own payload (a Step 2 trial, a script job)."""
+
     key: str
+    payload: P
     attempt: int = 1
-    data: Any = None
     first_attempt: int = 1  # a resumed trial numbers on from its earlier runs' attempts; the budget is per run
-    failures: list[dict[str, Any]] = field(default_factory=list)  # {attempt, rig, reason, detail} per failure
+    failures: list[Failure] = field(default_factory=list)
+
+    def fail(self, rig: str, outcome: Outcome) -> Failure:
+        """Record the current attempt's failure: the one place failure records are made."""
+        failure = Failure(self.attempt, rig, Reason(outcome.reason), outcome.detail)
+        self.failures.append(failure)
+        return failure
 
     def failure_text(self) -> str:
-        return "; ".join(f"attempt {f['attempt']} on {f['rig']}: {f['reason']}" + (f": {f['detail']}" if f["detail"]
-                                                                                     else "")
-                         for f in self.failures)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    value: float | None = None
-    reason: str = ""  # one word for tables and attributes: exit, error, timeout, lost, missing, ...
-    detail: str = ""
-    record: dict | None = None  # the validated result, on success and where one exists on failure
-
-    def describe(self) -> str:
-        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+        return "; ".join(map(str, self.failures))
 
 
 class Source(Protocol):
@@ -120,9 +117,8 @@ class Scheduler:
             self.stop()
             raise
         for task in self.queue:  # every slot is gone: what is left cannot run anywhere
-            outcome = Outcome(False, reason="no-slot", detail="no slot left to run it")
-            task.failures.append({"attempt": task.attempt, "rig": "-", "reason": outcome.reason,
-                                  "detail": outcome.detail})
+            outcome = Outcome(False, reason=Reason.NO_SLOT, detail="no slot left to run it")
+            task.fail("-", outcome)
             self.source.attempt_failed(task, outcome, None, True)
             self.summary.failed += 1
         self.queue.clear()
@@ -143,7 +139,7 @@ class Scheduler:
             if not self._start(ex):
                 return
             while (task := self._take(ex)) is not None:
-                self._emit("started", ex, task)
+                self._emit(EventKind.STARTED, ex, task)
                 outcome = ex.execute(task)
                 self._settle(ex, task, outcome)
         finally:
@@ -156,7 +152,7 @@ class Scheduler:
         try:
             ex.start()
         except Exception as exc:  # noqa: BLE001 - any start failure leaves the slot out, with why
-            self._emit("slot-lost", ex, reason=str(exc))
+            self._emit(EventKind.SLOT_LOST, ex, reason=str(exc))
             with self.cond:
                 self.summary.lost_slots += 1
                 quarantined = self._count_failure(ex.rig, f"slot failed to start: {exc}")
@@ -165,7 +161,7 @@ class Scheduler:
         with self.cond:
             if self.stopping or ex.rig.name in self.summary.quarantined:
                 return False
-        self._emit("slot-ready", ex)
+        self._emit(EventKind.SLOT_READY, ex)
         return True
 
     def _take(self, ex: Executor) -> Task | None:
@@ -219,21 +215,20 @@ class Scheduler:
     def _settle(self, ex: Executor, task: Task, outcome: Outcome) -> None:
         if outcome.ok:
             self.source.succeeded(task, outcome, ex.rig)
-            self._emit("finished", ex, task, value=outcome.value)
+            self._emit(EventKind.FINISHED, ex, task, value=outcome.value)
             with self.cond:
                 self.summary.complete += 1
                 self.streak[ex.rig.name] = 0
                 self.in_flight -= 1
                 self.cond.notify_all()
             return
-        task.failures.append({"attempt": task.attempt, "rig": ex.rig.name, "reason": outcome.reason,
-                              "detail": outcome.detail})
+        task.fail(ex.rig.name, outcome)
         final = task.attempt - task.first_attempt + 1 >= self.max_attempts
         self.source.attempt_failed(task, outcome, ex.rig, final)
-        self._emit("failed" if final else "retried", ex, task, reason=outcome.describe())
+        self._emit(EventKind.FAILED if final else EventKind.RETRIED, ex, task, reason=outcome.describe())
         with self.cond:
             self.summary.failed += final
-            quarantined = outcome.reason != "cancelled" and self._count_failure(ex.rig, outcome.describe())
+            quarantined = outcome.reason != Reason.CANCELLED and self._count_failure(ex.rig, outcome.describe())
             if not final:
                 task.attempt += 1
                 self.queue.append(task)
@@ -249,7 +244,7 @@ class Scheduler:
             return None
         reason = f"{self.streak[rig.name]} failures in a row, last: {why}"
         self.summary.quarantined[rig.name] = reason
-        self.watcher.notify(Event("quarantined", rig=rig.name, reason=reason))
+        self.watcher.notify(Event(EventKind.QUARANTINED, rig=rig.name, reason=reason))
         self.cond.notify_all()
         return rig.name
 
@@ -259,7 +254,7 @@ class Scheduler:
             if name is not None and ex.rig.name == name:
                 ex.cancel()
 
-    def _emit(self, kind: str, ex: Executor, task: Task | None = None, value: float | None = None,
+    def _emit(self, kind: EventKind, ex: Executor, task: Task | None = None, value: float | None = None,
               reason: str = "") -> None:
         self.watcher.notify(Event(kind, rig=ex.rig.name, slot=ex.index, gpu=ex.rig.slot_gpu(ex.index),
                                   task=task.key if task else "", attempt=task.attempt if task else 0,

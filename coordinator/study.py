@@ -14,6 +14,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import TrialState as OptunaState
 
 from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
 
@@ -34,17 +35,27 @@ class StudyError(RuntimeError):
     pass
 
 
+class TrialState(StrEnum):
+    """A trial's state as the coordinator reads it (Optuna's names, which the journal holds)."""
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAIL = "FAIL"
+    PRUNED = "PRUNED"
+    WAITING = "WAITING"
+
+
+def _distribution(dim: IntRange | FloatRange | Choice) -> BaseDistribution:
+    if isinstance(dim, IntRange):
+        return IntDistribution(dim.low, dim.high)
+    if isinstance(dim, FloatRange):
+        return FloatDistribution(dim.low, dim.high, log=dim.log)
+    return CategoricalDistribution(dim.options)
+
+
 def distributions() -> dict[str, BaseDistribution]:
-    """The worker's search space as Optuna distributions."""
-    out: dict[str, BaseDistribution] = {}
-    for name, dim in SEARCH_SPACE.items():
-        if isinstance(dim, IntRange):
-            out[name] = IntDistribution(dim.low, dim.high)
-        elif isinstance(dim, FloatRange):
-            out[name] = FloatDistribution(dim.low, dim.high, log=dim.log)
-        elif isinstance(dim, Choice):
-            out[name] = CategoricalDistribution(dim.options)
-    return out
+    """The worker's search space as Optuna distributions: the one place the two meet."""
+    return {name: _distribution(dim) for name, dim in SEARCH_SPACE.items()}
 
 
 def make_sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -77,7 +88,7 @@ def storage_path(name: str, directory: Path = STUDIES_DIR) -> Path:
 @dataclass(frozen=True)
 class TrialRecord:
     number: int
-    state: str  # COMPLETE, FAIL, RUNNING
+    state: TrialState
     value: float | None
     params: dict[str, Any]
     attrs: dict[str, Any]
@@ -154,15 +165,12 @@ class Study:
         with only some parameters stored; the sampler draws the missing ones, so the trial runs
         whole instead of failing validation or being told twice."""
         with self.lock:
-            trial = self._trial(number)
+            storage, frozen = self.study._storage, self.study.get_trials(deepcopy=False)[number]
             for name, dist in self.dists.items():
-                if isinstance(dist, IntDistribution):
-                    trial.suggest_int(name, dist.low, dist.high, log=dist.log)
-                elif isinstance(dist, FloatDistribution):
-                    trial.suggest_float(name, dist.low, dist.high, log=dist.log)
-                else:
-                    trial.suggest_categorical(name, dist.choices)
-            return dict(trial.params)
+                if name not in frozen.params:
+                    value = self.study.sampler.sample_independent(self.study, frozen, name, dist)
+                    storage.set_trial_param(frozen._trial_id, name, dist.to_internal_repr(value), dist)
+            return dict(storage.get_trial(frozen._trial_id).params)
 
     def set_attrs(self, number: int, **attrs: Any) -> None:
         with self.lock:
@@ -179,16 +187,16 @@ class Study:
         """A crash is told as FAIL with its reason, never as a value (and never as PRUNED)."""
         with self.lock:
             self._trial(number).set_user_attr("fail_reason", reason)
-            self.study.tell(self._trial(number), state=TrialState.FAIL)
+            self.study.tell(self._trial(number), state=OptunaState.FAIL)
             self._sync()
 
     def trials(self) -> list[TrialRecord]:
         with self.lock:
-            return [TrialRecord(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs))
+            return [TrialRecord(t.number, TrialState(t.state.name), t.value, dict(t.params), dict(t.user_attrs))
                     for t in self.study.get_trials(deepcopy=False)]
 
     def best(self) -> TrialRecord | None:
-        done = [t for t in self.trials() if t.state == "COMPLETE"]
+        done = [t for t in self.trials() if t.state == TrialState.COMPLETE]
         return max(done, key=lambda t: (t.value, -t.number)) if done else None
 
 

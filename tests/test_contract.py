@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import contract
+from worker import contract, files
 
 HASH = "0" * 64
 
@@ -81,10 +81,11 @@ def result(**changes) -> dict:
 
 def test_results_are_checked_against_run_trial_and_attempt():
     ok = result()
-    assert contract.validate_result(ok, "r.json", run_id="r1", tid="trial_0003", attempt=1) is ok
+    job = contract.parse_job(job_dict())
+    assert contract.validate_result(ok, "r.json", job) is ok
     for field, value in (("run_id", "r0"), ("trial_id", "trial_0004"), ("attempt", 2)):
         with pytest.raises(contract.ContractError, match="stale or foreign"):
-            contract.validate_result(result(**{field: value}), "r.json", run_id="r1", tid="trial_0003", attempt=1)
+            contract.validate_result(result(**{field: value}), "r.json", job)
 
 
 @pytest.mark.parametrize("changes", [
@@ -96,7 +97,7 @@ def test_results_are_checked_against_run_trial_and_attempt():
 ])
 def test_a_crash_can_never_pass_for_a_value(changes: dict):
     with pytest.raises(contract.ContractError):
-        contract.validate_result(result(**changes), "r.json", run_id="r1", tid="trial_0003", attempt=1)
+        contract.validate_result(result(**changes), "r.json", contract.parse_job(job_dict()))
 
 
 def test_error_results_carry_no_accuracy():
@@ -116,9 +117,9 @@ def test_partial_identity_only_from_sound_fields():
 
 def test_atomic_write_leaves_old_file_or_whole_new_one(tmp_path: Path):
     path = tmp_path / "a" / "r.json"
-    contract.write_json_atomic(path, {"x": 1})
+    files.write_json_atomic(path, {"x": 1})
     with pytest.raises(ValueError):
-        contract.write_json_atomic(path, {"x": float("nan")})  # not JSON: nothing half-written
+        files.write_json_atomic(path, {"x": float("nan")})  # not JSON: nothing half-written
     assert json.loads(path.read_text()) == {"x": 1}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
     assert oct(path.stat().st_mode & 0o777) == "0o644"

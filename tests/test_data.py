@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from worker import data as data_module
-from worker.bench import make_job, random_params
-from worker.contract import ContractError, DataRef, parse_job, sha256_file
+from worker.bench import make_job
+from worker.contract import ContractError, DataRef, parse_job
 from worker.data import load_dataset
+from worker.files import sha256_file
+from worker.params import random_params
 from worker.synth import write_synthetic
 
 PARAMS = random_params(np.random.default_rng(0))
@@ -23,10 +25,10 @@ def root(tmp_path):
 def job_for(root, sample_size=10, mod=1000, **files):
     """A job for root's synthetic files, with some roles pointed at other files (hashes recomputed)."""
     job = make_job(root, PARAMS, sample_size=sample_size, mod=mod)
-    data = dict(job.data)
+    data = dict(job.payload.data)
     for role, name in files.items():
         data[role] = DataRef(name, sha256_file(root / name) if (root / name).is_file() else "0" * 64)
-    return dataclasses.replace(job, data=data)
+    return dataclasses.replace(job.payload, data=data)
 
 
 def write(root, name, obj):

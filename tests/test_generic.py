@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.events import RunState
-from coordinator.generic import load_jobs_file, run_jobs
+from coordinator.script_jobs import load_jobs_file, run_jobs
 from worker.contract import ContractError
 
 SCRIPT = """

@@ -30,20 +30,20 @@ class ListSource:
                 return None
             n = self.left.pop(0)
             self.order.append(f"ask{n}")
-            return Task(f"t{n}", data=n)
+            return Task(f"t{n}", n)
 
     def succeeded(self, task, outcome, rig):
         with self.lock:
             assert task.key not in self.told, "told twice"
             self.told[task.key] = ("ok", outcome.value, rig.name, task.attempt)
-            self.order.append(f"tell{task.data}")
+            self.order.append(f"tell{task.payload}")
 
     def attempt_failed(self, task, outcome, rig, final):
         with self.lock:
             self.attempts.append((task.key, task.attempt, rig.name if rig else None))
             if final:
                 assert task.key not in self.told, "told twice"
-                self.told[task.key] = ("fail", list(task.failures))
+                self.told[task.key] = ("fail", [f.to_dict() for f in task.failures])
 
 
 class FakeSlot:
@@ -66,7 +66,7 @@ class FakeSlot:
             self.cancelled.wait(5)
             return Outcome(False, reason="cancelled")
         time.sleep(0.001)
-        return Outcome(True, value=float(task.data))
+        return Outcome(True, value=float(task.payload))
 
     def cancel(self):
         self.cancelled.set()
@@ -152,7 +152,7 @@ def test_a_resumed_task_numbers_on_with_a_fresh_budget():
         """One trial left running by an earlier run that had reached attempt 2."""
 
         def next_task(self):
-            self.left, task = [], (Task("t9", attempt=3, data=9, first_attempt=3) if self.left else None)
+            self.left, task = [], (Task("t9", 9, attempt=3, first_attempt=3) if self.left else None)
             return task
 
     source = Resumed(1)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import contract
 from worker.bench import HEAVIEST, make_job
+from worker.files import write_json_atomic
 from worker.synth import write_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +42,8 @@ class Server:
     def trial(self, number: int, timeout_s: float = 120.0) -> tuple[dict, dict | None]:
         """Run trial `number`: the "done" event and the result file (None if none was written)."""
         job = make_job(self.root, HEAVIEST, trial_number=number, sample_size=20)
-        path = contract.job_path(job.study, job.trial_id)
-        contract.write_json_atomic(self.root / path, job.to_dict())
+        path = job.path
+        write_json_atomic(self.root / path, job.to_dict())
         self.send({"job": path, "timeout_s": timeout_s, "log": f"logs/{job.trial_id}.log"})
         done = self.read()
         result = self.root / job.result_path
@@ -128,8 +128,8 @@ def test_a_trial_past_its_time_limit_is_killed(server: Server):
     assert wait_for(lambda: len(server.children()) == 1)
     spare = server.children()[0]
     job = make_job(server.root, HEAVIEST, trial_number=0, sample_size=20)
-    path = contract.job_path(job.study, job.trial_id)
-    contract.write_json_atomic(server.root / path, job.to_dict())
+    path = job.path
+    write_json_atomic(server.root / path, job.to_dict())
     os.kill(spare, signal.SIGSTOP)  # it takes the job but cannot run it: the time limit ends it
     server.send({"job": path, "timeout_s": 1.0, "log": "logs/stopped.log"})
     done = server.read()

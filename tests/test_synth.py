@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from worker.bench import make_job, random_params
+from worker.bench import make_job
+from worker.params import random_params
 from worker.synth import synth_command, write_synthetic
 from worker.trial import run_trial
 

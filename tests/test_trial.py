@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from worker.bench import bench, make_job, random_params
+from worker.bench import bench, make_job
 from worker.contract import ContractError, make_result
+from worker.params import random_params
 from worker.prng import GENERATORS
 from worker.synth import write_synthetic
 from worker.trial import run_trial
@@ -57,7 +58,8 @@ def test_outcome_fits_the_result_contract(one_seed):
 
 
 def test_unknown_prng(one_seed):
-    job = dataclasses.replace(make_job(one_seed, PARAMS), prng_type="rand48")
+    job = make_job(one_seed, PARAMS)
+    job = dataclasses.replace(job, payload=dataclasses.replace(job.payload, prng_type="rand48"))
     with pytest.raises(ContractError) as err:
         run_trial(job, one_seed)
     assert err.value.field == "prng.type" and err.value.source == "jobs/bench/trial_0000.json"

@@ -1,21 +1,18 @@
 """`python -m worker bench`: time whole trials at the proposal's scale, phase by phase.
 
-Also home of the two helpers that run trials outside the coordinator (the bench, the tests): a job
-for a data directory, and parameters drawn at random from the search space.
+Also home of the helper that runs trials outside the coordinator (the bench, the tests): a job for a
+data directory.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from worker.contract import DATA_ROLES, DataRef, Job, code_hash, sha256_file, trial_id
-from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
+from worker.contract import DATA_ROLES, DataRef, Job, TrialPayload, code_hash, trial_id
+from worker.files import sha256_file
 from worker.synth import write_synthetic
 from worker.trial import run_trial
 
@@ -32,25 +29,9 @@ def make_job(data_dir: Path, params: dict[str, Any], trial_number: int = 0, samp
              prng_type: str = "java_lcg", mod: int = 1000) -> Job:
     """A job for the files write_synthetic puts in data_dir, with data_dir as the work directory."""
     data = {role: DataRef(FILES[role], sha256_file(Path(data_dir) / FILES[role])) for role in DATA_ROLES}
+    payload = TrialPayload(prng_type, mod, sample_size, data, {**params, "optuna_trial_number": trial_number})
     return Job(study="bench", run_id="bench", trial_id=trial_id(trial_number), attempt=1, timeout_s=600.0,
-               code_hash=code_hash(), prng_type=prng_type, mod=mod, sample_size=sample_size, data=data,
-               params={**params, "optuna_trial_number": trial_number})
-
-
-def random_params(rng: np.random.Generator) -> dict[str, Any]:
-    """One parameter set drawn uniformly from the search space (log ranges uniformly in the log)."""
-    params: dict[str, Any] = {}
-    for name, dim in SEARCH_SPACE.items():
-        if isinstance(dim, IntRange):
-            params[name] = int(rng.integers(dim.low, dim.high, endpoint=True))
-        elif isinstance(dim, FloatRange) and dim.log:
-            params[name] = float(math.exp(rng.uniform(math.log(dim.low), math.log(dim.high))))
-        elif isinstance(dim, FloatRange):
-            params[name] = float(rng.uniform(dim.low, dim.high))
-        else:
-            assert isinstance(dim, Choice)
-            params[name] = dim.options[int(rng.integers(len(dim.options)))]
-    return params
+               code_hash=code_hash(), payload=payload)
 
 
 def bench(data_dir: Path, repeats: int = 5) -> dict[str, float]:

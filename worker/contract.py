@@ -3,6 +3,9 @@
 Both halves import this module, so a field is defined, validated and written in one place.
 Job files are read by the worker; result files are written by the worker and validated by the
 coordinator. Every path inside a job is relative to the rig's work directory and may not leave it.
+
+A job is an envelope (who, which attempt, how long, which code) around a payload of its kind: the kind
+parses its own fields and says what a valid result of it holds. Step 2's trial is the one kind today.
 """
 
 from __future__ import annotations
@@ -13,23 +16,30 @@ import math
 import os
 import re
 import socket
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from worker import VERSION
+from worker import VERSION, objective, protocol
 
 JOB_FORMAT = 1
 RESULT_FORMAT = 1
-JOB_KIND = "step2_trial"
 DATA_ROLES = ("survivors", "train_history", "holdout_history")
-STATUSES = ("success", "error")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TRIAL_ID = re.compile(r"^trial_\d{4,}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class JobKind(StrEnum):
+    STEP2_TRIAL = "step2_trial"
+
+
+class Status(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
 
 
 class ContractError(ValueError):
@@ -46,14 +56,31 @@ class DataRef:
     sha256: str
 
 
+class Payload(Protocol):
+    """What one kind of job carries, and what its results hold beyond the envelope."""
+
+    kind: ClassVar[JobKind]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The payload's fields in the job file (beside the envelope's)."""
+
+    def identity(self) -> dict[str, Any]:
+        """The payload's part of a result's identity."""
+
+    def check_result(self, obj: dict[str, Any], source: str, status: Status) -> None:
+        """Raise ContractError when a result of this job breaks the kind's rules."""
+
+    def value(self, record: dict[str, Any]) -> float | None:
+        """The number a valid success reports (None: the kind reports none)."""
+
+
 @dataclass(frozen=True)
-class Job:
-    study: str
-    run_id: str
-    trial_id: str
-    attempt: int
-    timeout_s: float
-    code_hash: str
+class TrialPayload:
+    """A Step 2 trial: the data, the PRNG and modulus, the sample size and the trial's parameters
+    (with `optuna_trial_number`, which seeds everything random in the trial). Its result's `accuracy`
+    is the objective's value on success and null on error."""
+
+    kind: ClassVar[JobKind] = JobKind.STEP2_TRIAL
     prng_type: str
     mod: int
     sample_size: int
@@ -64,44 +91,107 @@ class Job:
     def trial_number(self) -> int:
         return int(self.params["optuna_trial_number"])
 
-    @property
-    def result_path(self) -> str:
-        return result_path(self.run_id, self.trial_id, self.attempt)
-
-    def identity(self) -> dict[str, Any]:
-        return {"study": self.study, "run_id": self.run_id, "trial_id": self.trial_id,
-                "optuna_trial_number": self.trial_number, "attempt": self.attempt, "params": self.params}
+    @classmethod
+    def parse(cls, obj: dict[str, Any], source: str | os.PathLike[str]) -> TrialPayload:
+        params = _get(source, obj, "params", dict)
+        number = _get(source, params, "optuna_trial_number", int, "params.")
+        if number < 0:
+            raise ContractError(source, "params.optuna_trial_number", "must be >= 0")
+        prng = _get(source, obj, "prng", dict)
+        prng_type = _get(source, prng, "type", str, "prng.")
+        mod = _get(source, prng, "mod", int, "prng.")
+        if mod < 2:
+            raise ContractError(source, "prng.mod", f"must be >= 2, got {mod}")
+        sample_size = _get(source, obj, "sample_size", int)
+        if sample_size < 2:
+            raise ContractError(source, "sample_size", f"must be >= 2, got {sample_size}")
+        data_obj = _get(source, obj, "data", dict)
+        data = {}
+        for role in DATA_ROLES:
+            ref = _get(source, data_obj, role, dict, "data.")
+            path = safe_relpath(source, f"data.{role}.path", ref.get("path"))
+            digest = _get(source, ref, "sha256", str, f"data.{role}.")
+            if not _SHA256.match(digest):
+                raise ContractError(source, f"data.{role}.sha256", "must be a sha256 hex digest")
+            data[role] = DataRef(path, digest)
+        return cls(prng_type, mod, sample_size, data, dict(params))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": JOB_FORMAT,
-            "kind": JOB_KIND,
-            "study": self.study,
-            "run_id": self.run_id,
-            "trial_id": self.trial_id,
-            "attempt": self.attempt,
-            "timeout_s": self.timeout_s,
-            "code_hash": self.code_hash,
-            "prng": {"type": self.prng_type, "mod": self.mod},
-            "sample_size": self.sample_size,
-            "data": {role: {"path": ref.path, "sha256": ref.sha256} for role, ref in self.data.items()},
-            "params": dict(self.params),
-        }
+        return {"prng": {"type": self.prng_type, "mod": self.mod}, "sample_size": self.sample_size,
+                "data": {role: {"path": ref.path, "sha256": ref.sha256} for role, ref in self.data.items()},
+                "params": dict(self.params)}
+
+    def identity(self) -> dict[str, Any]:
+        return {"optuna_trial_number": self.trial_number, "params": self.params}
+
+    def check_id(self, source: str | os.PathLike[str], tid: str) -> None:
+        if tid != trial_id(self.trial_number):
+            raise ContractError(source, "trial_id", f"{tid!r} does not match optuna_trial_number {self.trial_number}")
+
+    def check_result(self, obj: dict[str, Any], source: str, status: Status) -> None:
+        accuracy = obj.get("accuracy")
+        if status == Status.ERROR:
+            if accuracy is not None:
+                raise ContractError(source, "accuracy", "an error result must not carry an accuracy")
+            return
+        if isinstance(accuracy, bool) or not isinstance(accuracy, int | float) or not math.isfinite(accuracy):
+            raise ContractError(source, "accuracy", f"a success needs a finite number, got {accuracy!r}")
+        problem = objective.out_of_range(accuracy)
+        if problem:
+            raise ContractError(source, "accuracy", problem)
+
+    def value(self, record: dict[str, Any]) -> float:
+        return float(record["accuracy"])
+
+
+PAYLOADS: dict[str, type[TrialPayload]] = {kind.kind: kind for kind in (TrialPayload,)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """The envelope every kind shares, around its payload."""
+
+    study: str
+    run_id: str
+    trial_id: str
+    attempt: int
+    timeout_s: float
+    code_hash: str
+    payload: TrialPayload
+
+    @property
+    def kind(self) -> JobKind:
+        return self.payload.kind
+
+    @property
+    def trial_number(self) -> int:
+        return self.payload.trial_number
+
+    @property
+    def path(self) -> str:
+        """The job file, relative to a work directory."""
+        return protocol.job_path(self.study, self.trial_id)
+
+    @property
+    def result_path(self) -> str:
+        return protocol.result_path(self.run_id, self.trial_id, self.attempt)
+
+    @property
+    def log_path(self) -> str:
+        return protocol.log_path(self.run_id, self.trial_id, self.attempt)
+
+    def identity(self) -> dict[str, Any]:
+        return {"study": self.study, "run_id": self.run_id, "trial_id": self.trial_id, **self.payload.identity(),
+                "attempt": self.attempt}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": JOB_FORMAT, "kind": str(self.kind), "study": self.study, "run_id": self.run_id,
+                "trial_id": self.trial_id, "attempt": self.attempt, "timeout_s": self.timeout_s,
+                "code_hash": self.code_hash, **self.payload.to_dict()}
 
 
 def trial_id(number: int) -> str:
     return f"trial_{number:04d}"
-
-
-def job_path(study: str, tid: str) -> str:
-    """Where a trial's job file lives, relative to a work directory (head or rig)."""
-    return f"jobs/{study}/{tid}.json"
-
-
-def result_path(run_id: str, tid: str, attempt: int) -> str:
-    """Where an attempt writes its result: scoped to the run and the attempt, so stale or late files
-    from another run or attempt can never be mistaken for this one."""
-    return f"results/{run_id}/{tid}.a{attempt}.json"
 
 
 def safe_relpath(source: str | os.PathLike[str], field: str, value: Any) -> str:
@@ -156,15 +246,12 @@ def parse_job(obj: Any, source: str | os.PathLike[str] = "<job>") -> Job:
         raise ContractError(source, "<root>", "a job file must hold a JSON object")
     if _get(source, obj, "format", int) != JOB_FORMAT:
         raise ContractError(source, "format", f"unsupported job format {obj['format']} (this reads {JOB_FORMAT})")
-    if _get(source, obj, "kind", str) != JOB_KIND:
-        raise ContractError(source, "kind", f"{obj['kind']!r} is not {JOB_KIND!r}")
-    params = _get(source, obj, "params", dict)
-    number = _get(source, params, "optuna_trial_number", int, "params.")
-    if number < 0:
-        raise ContractError(source, "params.optuna_trial_number", "must be >= 0")
+    kind = _get(source, obj, "kind", str)
+    if kind not in PAYLOADS:
+        raise ContractError(source, "kind", f"{kind!r} is not one of {sorted(PAYLOADS)}")
+    payload = PAYLOADS[kind].parse(obj, source)
     tid = _name(source, obj, "trial_id", _TRIAL_ID)
-    if tid != trial_id(number):
-        raise ContractError(source, "trial_id", f"{tid!r} does not match optuna_trial_number {number}")
+    payload.check_id(source, tid)
     attempt = _get(source, obj, "attempt", int)
     if attempt < 1:
         raise ContractError(source, "attempt", "must be >= 1")
@@ -174,36 +261,8 @@ def parse_job(obj: Any, source: str | os.PathLike[str] = "<job>") -> Job:
     code = _get(source, obj, "code_hash", str)
     if not _SHA256.match(code):
         raise ContractError(source, "code_hash", "must be a sha256 hex digest")
-    prng = _get(source, obj, "prng", dict)
-    prng_type = _get(source, prng, "type", str, "prng.")
-    mod = _get(source, prng, "mod", int, "prng.")
-    if mod < 2:
-        raise ContractError(source, "prng.mod", f"must be >= 2, got {mod}")
-    sample_size = _get(source, obj, "sample_size", int)
-    if sample_size < 2:
-        raise ContractError(source, "sample_size", f"must be >= 2, got {sample_size}")
-    data_obj = _get(source, obj, "data", dict)
-    data = {}
-    for role in DATA_ROLES:
-        ref = _get(source, data_obj, role, dict, "data.")
-        path = safe_relpath(source, f"data.{role}.path", ref.get("path"))
-        digest = _get(source, ref, "sha256", str, f"data.{role}.")
-        if not _SHA256.match(digest):
-            raise ContractError(source, f"data.{role}.sha256", "must be a sha256 hex digest")
-        data[role] = DataRef(path, digest)
-    return Job(
-        study=_name(source, obj, "study"),
-        run_id=_name(source, obj, "run_id"),
-        trial_id=tid,
-        attempt=attempt,
-        timeout_s=timeout_s,
-        code_hash=code,
-        prng_type=prng_type,
-        mod=mod,
-        sample_size=sample_size,
-        data=data,
-        params=dict(params),
-    )
+    return Job(study=_name(source, obj, "study"), run_id=_name(source, obj, "run_id"), trial_id=tid,
+               attempt=attempt, timeout_s=timeout_s, code_hash=code, payload=payload)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -255,14 +314,14 @@ def make_result(
 ) -> dict[str, Any]:
     """A result record for a job's identity (Job.identity() or partial_identity()). A success
     carries a finite accuracy; an error carries None, never a number that could pass for a value."""
-    status = "error" if error is not None else "success"
-    if status == "success" and (accuracy is None or not math.isfinite(accuracy)):
+    status = Status.ERROR if error is not None else Status.SUCCESS
+    if status == Status.SUCCESS and (accuracy is None or not math.isfinite(accuracy)):
         raise ValueError("a successful result needs a finite accuracy")
     return {
         "format": RESULT_FORMAT,
         **identity,
-        "status": status,
-        "accuracy": accuracy if status == "success" else None,
+        "status": str(status),
+        "accuracy": accuracy if status == Status.SUCCESS else None,
         "error": error,
         "hostname": socket.gethostname(),
         "device": device,
@@ -275,58 +334,24 @@ def make_result(
     }
 
 
-def validate_result(obj: Any, source: str, *, run_id: str, tid: str, attempt: int) -> dict[str, Any]:
-    """Check a fetched result belongs to this run, trial and attempt and is internally consistent.
-    Returns it unchanged; raises ContractError naming the field otherwise."""
+def validate_result(obj: Any, source: str, job: Job) -> dict[str, Any]:
+    """Check a fetched result belongs to this job's run, trial and attempt, and holds what a result of
+    its kind must. Returns it unchanged; raises ContractError naming the field otherwise."""
     if not isinstance(obj, dict):
         raise ContractError(source, "<root>", "a result file must hold a JSON object")
     if _get(source, obj, "format", int) != RESULT_FORMAT:
         raise ContractError(source, "format", f"unsupported result format {obj['format']}")
-    for field, want in (("run_id", run_id), ("trial_id", tid), ("attempt", attempt)):
+    for field, want in (("run_id", job.run_id), ("trial_id", job.trial_id), ("attempt", job.attempt)):
         got = obj.get(field)
         if got != want:
             raise ContractError(source, field, f"is {got!r}, expected {want!r} (a stale or foreign result)")
     status = _get(source, obj, "status", str)
-    if status not in STATUSES:
-        raise ContractError(source, "status", f"{status!r} is not one of {STATUSES}")
-    accuracy = obj.get("accuracy")
-    if status == "success":
-        if isinstance(accuracy, bool) or not isinstance(accuracy, int | float) or not math.isfinite(accuracy):
-            raise ContractError(source, "accuracy", f"a success needs a finite number, got {accuracy!r}")
-        if not -1.0 <= accuracy <= 1.0:
-            raise ContractError(source, "accuracy", f"{accuracy} is outside the Spearman range [-1, 1]")
-    else:
-        if accuracy is not None:
-            raise ContractError(source, "accuracy", "an error result must not carry an accuracy")
+    if status not in set(Status):
+        raise ContractError(source, "status", f"{status!r} is not one of {tuple(map(str, Status))}")
+    if status == Status.ERROR:
         _get(source, obj, "error", str)
+    job.payload.check_result(obj, source, Status(status))
     return obj
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, mode: int = 0o644) -> None:
-    """Write JSON to a temp file in the same directory, fsync, then rename: readers see the old
-    file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def code_files(package_dir: Path) -> list[Path]:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.contract import ContractError, Job, resolve_inside, sha256_file
+from worker.contract import ContractError, TrialPayload, resolve_inside
+from worker.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -107,19 +108,19 @@ def _check_draws(path: Path, draws: np.ndarray, mod: int) -> None:
         raise ContractError(path, f"draws[{bad[0]}]", f"{draws[bad[0]]} is outside [0, {mod}) for prng.mod {mod}")
 
 
-def load_dataset(job: Job, root: Path, cache: dict | None = None) -> Dataset:
-    """The job's three files, resolved inside root, hash-checked, parsed and validated against the
-    job's modulus and sample size."""
-    paths = {role: resolve_inside(root, ref.path) for role, ref in job.data.items()}
-    seeds, train, holdout = (_load(role, paths[role], job.data[role].sha256, cache)
+def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> Dataset:
+    """The trial's three files, resolved inside root, hash-checked, parsed and validated against the
+    trial's modulus and sample size."""
+    paths = {role: resolve_inside(root, ref.path) for role, ref in trial.data.items()}
+    seeds, train, holdout = (_load(role, paths[role], trial.data[role].sha256, cache)
                              for role in ("survivors", "train_history", "holdout_history"))
     if len(seeds) == 0:
         raise ContractError(paths["survivors"], "seeds", "the survivor pool is empty")
-    if job.sample_size > len(seeds):
+    if trial.sample_size > len(seeds):
         raise ContractError(paths["survivors"], "seeds",
-                            f"sample_size {job.sample_size} is larger than the pool of {len(seeds)} survivors")
-    _check_draws(paths["train_history"], train, job.mod)
-    _check_draws(paths["holdout_history"], holdout, job.mod)
+                            f"sample_size {trial.sample_size} is larger than the pool of {len(seeds)} survivors")
+    _check_draws(paths["train_history"], train, trial.mod)
+    _check_draws(paths["holdout_history"], holdout, trial.mod)
     if len(holdout) == 0:
         raise ContractError(paths["holdout_history"], "draws", "the holdout history is empty")
     if len(train) <= len(holdout):

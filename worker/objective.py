@@ -12,14 +12,21 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 log = logging.getLogger(__name__)
 DEGENERATE = -1.0
+LOW, HIGH = -1.0, 1.0  # the range of Spearman's rho: a value outside it is not a result
+
+
+def out_of_range(value: float) -> str | None:
+    """Why a reported value cannot be this objective's, or None when it can."""
+    return None if LOW <= value <= HIGH else f"{value} is outside the Spearman range [{LOW:g}, {HIGH:g}]"
 
 
 def spearman_objective(y_pred: np.ndarray, y_holdout: np.ndarray) -> tuple[float, dict[str, Any]]:
     """(accuracy, diagnostics): rho of predictions against holdout quality, or -1.0 with the reason."""
+    from scipy.stats import spearmanr  # ~1 s to import: not for the coordinator's range checks
+
     y_pred, y_holdout = np.asarray(y_pred, dtype=float), np.asarray(y_holdout, dtype=float)
     if np.std(y_pred) < 1e-12:
         reason = "predictions are constant"

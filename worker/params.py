@@ -1,7 +1,8 @@
 """The Step 2 search space: the scorer's and the network's trial parameters, defined once.
 
-The coordinator turns it into Optuna distributions; the worker validates every job against it,
-so a parameter can neither be missing nor silently defaulted.
+The coordinator turns it into Optuna distributions (coordinator/study.py); the worker validates every
+job against it, so a parameter can neither be missing nor silently defaulted; `random_params` draws
+from it for the benchmarks and tests. Each dimension checks and samples its own values.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from worker.contract import ContractError
 
@@ -21,6 +24,9 @@ class IntRange:
     def check(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
 
+    def sample(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.low, self.high, endpoint=True))
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -32,6 +38,12 @@ class FloatRange:
         return (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
                 and self.low <= value <= self.high)
 
+    def sample(self, rng: np.random.Generator) -> float:
+        """Uniform, in the log for a log range."""
+        if self.log:
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -39,6 +51,9 @@ class Choice:
 
     def check(self, value: Any) -> bool:
         return value in self.options and type(value) in {type(o) for o in self.options}
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.options[int(rng.integers(len(self.options)))]
 
 
 Dimension = IntRange | FloatRange | Choice
@@ -74,3 +89,8 @@ def validate_params(params: dict[str, Any], source: str = "<job>") -> dict[str, 
     if unknown:
         raise ContractError(source, f"params.{sorted(unknown)[0]}", "is not a Step 2 parameter")
     return params
+
+
+def random_params(rng: np.random.Generator) -> dict[str, Any]:
+    """One parameter set drawn uniformly from the search space (log ranges uniformly in the log)."""
+    return {name: dim.sample(rng) for name, dim in SEARCH_SPACE.items()}

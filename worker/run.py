@@ -12,7 +12,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from worker import contract
+from worker import contract, protocol
+from worker.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def execute(job_file: str, root: Path, own_hash: str, cache: dict | None = None)
         job.identity(), accuracy=outcome.accuracy, error=None, device=outcome.device,
         sample_indices=outcome.sample_indices, timings=outcome.timings,
         diagnostics=outcome.diagnostics, code_hash=own_hash)
-    contract.write_json_atomic(contract.resolve_inside(root, job.result_path), result)
+    write_json_atomic(contract.resolve_inside(root, job.result_path), result)
     log.info("%s attempt %d: accuracy %.6f", job.trial_id, job.attempt, outcome.accuracy)
     return result, EXIT_OK
 
@@ -60,6 +61,6 @@ def _fail(root: Path, identity: dict[str, Any] | None, error: str, own_hash: str
     if identity is None:
         return None, status
     result = contract.make_result(identity, accuracy=None, error=error, code_hash=own_hash)
-    path = contract.result_path(identity["run_id"], identity["trial_id"], identity["attempt"])
-    contract.write_json_atomic(contract.resolve_inside(root, path), result)
+    path = protocol.result_path(identity["run_id"], identity["trial_id"], identity["attempt"])
+    write_json_atomic(contract.resolve_inside(root, path), result)
     return result, status

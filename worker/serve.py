@@ -12,19 +12,15 @@ reports its exit status on a pipe once its result file is written, so "done" goe
 kernel is still freeing its memory. The next trial starts only after that child is gone: one trial's
 process at a time per slot.
 
-Protocol: one JSON object a line. stdin: {"job": path, "timeout_s": s, "log": path} or
-{"ping": n}. stdout: {"event": "ready", ...} once, then {"event": "done", ...} per job (with
-"result", the result file's text when it is a plain file, and "error" when the trial died of an
-exception it could not put in a result file), {"event": "pong", ...} per ping, {"event": "error",
-...} for a request it cannot read. EOF on stdin (the coordinator went away)
-kills the running trial and ends the server.
+Protocol (worker/protocol.py): run requests and pings on stdin; on stdout "ready" once, then "done"
+per request, "pong" per ping, "error" for a line it cannot read. EOF on stdin (the coordinator went
+away) kills the running trial and ends the server.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import logging
 import os
 import selectors
@@ -33,10 +29,10 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from worker import VERSION, contract, hugepages
+from worker import VERSION, contract, hugepages, protocol
 from worker.contract import Job
+from worker.protocol import BadRequest, Done, Ping, Ready, RunRequest
 from worker.run import EXIT_FAILED, execute
 
 _PR_SET_PDEATHSIG = 1
@@ -69,8 +65,8 @@ class _Lines:
         return line.decode(errors="replace")
 
 
-def _emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+def _emit(event: protocol.Event) -> None:
+    sys.stdout.write(protocol.encode_event(event) + "\n")
     sys.stdout.flush()
 
 
@@ -82,7 +78,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _read_request(fd: int) -> dict | None:
+def _read_request(fd: int) -> RunRequest | None:
     """The one request a child waits for; None when the server dismisses it (EOF)."""
     data = b""
     while not data.endswith(b"\n"):
@@ -90,7 +86,9 @@ def _read_request(fd: int) -> dict | None:
         if not chunk:
             return None
         data += chunk
-    return json.loads(data)
+    request = protocol.decode_request(data.decode())
+    assert isinstance(request, RunRequest)
+    return request
 
 
 def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> None:
@@ -104,14 +102,14 @@ def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> No
         request = _read_request(jobs)
         if request is None:
             os._exit(0)
-        log_path = contract.resolve_inside(root, request["log"])
+        log_path = contract.resolve_inside(root, request.log)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        _, status = execute(request["job"], root, own_hash, cache)
+        _, status = execute(request.job, root, own_hash, cache)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape a forked child
         words = repr(exc).encode()[:_LAST_WORDS]
         print(f"worker child failed: {exc!r}", file=sys.stderr)
@@ -148,9 +146,9 @@ class _Child:
     def fds(self) -> list[int]:
         return [fd for fd in (self.jobs, self.report, self.pidfd) if fd >= 0]
 
-    def give(self, request: dict) -> None:
+    def give(self, request: RunRequest) -> None:
         try:
-            os.write(self.jobs, json.dumps(request).encode() + b"\n")
+            os.write(self.jobs, protocol.encode_request(request).encode() + b"\n")
         finally:
             self.dismiss()
 
@@ -229,16 +227,16 @@ class _Server:
                 child.reap(EXIT_GRACE_S)
         self.spare = self.running = self.finished = None
 
-    def run(self, request: dict) -> bool:
+    def run(self, request: RunRequest) -> bool:
         """Hand the job to a child, wait with the time limit, answer. False when stdin closed meanwhile."""
-        job_file = contract.safe_relpath("<request>", "job", request.get("job"))
-        log_file = contract.safe_relpath("<request>", "log", request.get("log"))
-        timeout = float(request["timeout_s"])
+        job_file = contract.safe_relpath("<request>", "job", request.job)
+        contract.safe_relpath("<request>", "log", request.log)
+        timeout = request.timeout_s
         if self.finished is not None:  # one trial's process at a time: the last one must be gone
             self.finished.reap(EXIT_GRACE_S)
             self.finished = None
         started = time.monotonic()
-        child = self.running = self._give({"job": job_file, "log": log_file})
+        child = self.running = self._give(request)
         job = _preload(job_file, self.root, self.cache)  # for the spares forked from now on
         report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
         self.running = None
@@ -254,11 +252,11 @@ class _Server:
             self.finished = child
         status, words = report
         result = None if timed_out or job is None else _result_text(self.root, job)
-        _emit("done", job=job_file, exit=status, timed_out=timed_out, seconds=round(time.monotonic() - started, 4),
-              **({"error": words} if words else {}), **({"result": result} if result is not None else {}))
+        _emit(Done(job=job_file, exit=status, timed_out=timed_out, seconds=round(time.monotonic() - started, 4),
+                   error=words or None, result=result))
         return True
 
-    def _give(self, request: dict) -> _Child:
+    def _give(self, request: RunRequest) -> _Child:
         """The spare, given the job; a fresh child if the spare died while it waited."""
         self.fork_spare()
         child, self.spare = self.spare, None
@@ -308,7 +306,7 @@ def _preload(job_file: str, root: Path, cache: dict) -> Job | None:
 
     try:
         job = contract.load_job(contract.resolve_inside(root, job_file))
-        load_dataset(job, root, cache)
+        load_dataset(job.payload, root, cache)
         return job
     except Exception:  # noqa: BLE001 - the child reports the same error properly
         return None
@@ -334,9 +332,10 @@ def _result_text(root: Path, job: Job) -> str | None:
 
 def serve(root: Path) -> int:
     """Serve trials until stdin closes."""
+    import scipy.stats  # noqa: F401 - the objective imports it at its first use (~1 s): once, not per trial
     import torch._dynamo  # noqa: F401 - torch.optim imports it at the first optimizer (~2 s): once, not per trial
 
-    import worker.trial  # noqa: F401 - the warm-up: numpy, scipy and torch imported once
+    import worker.trial  # noqa: F401 - the warm-up: numpy and torch imported once
 
     gc.collect()
     gc.freeze()  # children's collections leave the imports' objects alone: no copy-on-write of their pages
@@ -344,8 +343,8 @@ def serve(root: Path) -> int:
     root = root.resolve()
     lines = _Lines(sys.stdin.fileno())
     server = _Server(root, contract.code_hash(), lines)
-    _emit("ready", pid=os.getpid(), pgid=os.getpgid(0), code_hash=server.own_hash, version=VERSION,
-          python=sys.version.split()[0], root=str(root), huge_pages_mib=huge)
+    _emit(Ready(pid=os.getpid(), pgid=os.getpgid(0), code_hash=server.own_hash, version=VERSION,
+                python=sys.version.split()[0], root=str(root), huge_pages_mib=huge))
     try:
         while True:
             line = lines.pop()
@@ -355,12 +354,12 @@ def serve(root: Path) -> int:
                 server.idle()
                 continue
             try:
-                request = json.loads(line)
-                if "ping" in request:
-                    _emit("pong", ping=request["ping"])
+                request = protocol.decode_request(line)
+                if isinstance(request, Ping):
+                    _emit(request)  # the pong
                 elif not server.run(request):
                     return 0
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                _emit("error", error=f"bad request {line[:200]!r}: {exc}")
+                _emit(BadRequest(f"bad request {line[:200]!r}: {exc}"))
     finally:
         server.close()

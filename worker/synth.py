@@ -12,14 +12,13 @@ see them, others do not). The remaining draws are uniform noise.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worker.contract import write_json_atomic
+from worker.files import write_atomic, write_json_atomic
 from worker.params import SCORER_SPACE
 from worker.prng import Generator, get_generator
 
@@ -81,19 +80,6 @@ def _planted(generator: Generator, rng: np.random.Generator, n_survivors: int, n
     return rng.permutation(np.concatenate([members, decoys])), draws
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_synthetic(out_dir: Path, mode: str, n_survivors: int = 17126, n_train: int = 4000,
                     n_holdout: int = 1000, mod: int = 1000, prng: str = "java_lcg",
                     seed: int = 0) -> dict[str, Any]:
@@ -113,7 +99,9 @@ def write_synthetic(out_dir: Path, mode: str, n_survivors: int = 17126, n_train:
         seeds, draws = _states(generator, rng, n_survivors), rng.integers(0, mod, size=total)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_npz_atomic(out_dir / "survivors.npz", seeds=seeds)
+    npz = io.BytesIO()
+    np.savez(npz, seeds=seeds)
+    write_atomic(out_dir / "survivors.npz", npz.getvalue())
     write_json_atomic(out_dir / "train_history.json", draws[:n_train].tolist())
     write_json_atomic(out_dir / "holdout_history.json", draws[n_train:].tolist())
     meta = {"prng_type": prng, "mod": mod, "mode": mode, "n_survivors": n_survivors, "n_train": n_train,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from worker import model
-from worker.contract import Job, job_path
+from worker.contract import Job
 from worker.data import load_dataset
 from worker.objective import spearman_objective
 from worker.params import validate_params
@@ -49,25 +49,25 @@ def _summary(y: np.ndarray) -> dict[str, float]:
 def run_trial(job: Job, root: Path, cache: dict | None = None) -> TrialOutcome:
     """Run the job's trial on data under root. The trial number seeds the sample, the validation
     split and the network, so running the same job twice gives the same accuracy."""
-    source = job_path(job.study, job.trial_id)
+    source, trial = job.path, job.payload
     timings: dict[str, float] = {}
     with _timed(timings, "load"):
-        params = validate_params(job.params, source)
-        generator = get_generator(job.prng_type, source)
-        data = load_dataset(job, root, cache)
-        rng = np.random.default_rng(job.trial_number)
-        indices = np.sort(rng.choice(len(data.seeds), size=job.sample_size, replace=False))
+        params = validate_params(trial.params, source)
+        generator = get_generator(trial.prng_type, source)
+        data = load_dataset(trial, root, cache)
+        rng = np.random.default_rng(trial.trial_number)
+        indices = np.sort(rng.choice(len(data.seeds), size=trial.sample_size, replace=False))
         seeds = data.seeds[indices]
     n_train, n_holdout = len(data.train), len(data.holdout)
     n_old = n_train - n_holdout
     with _timed(timings, "features"):
-        x_fit = SurvivorScorer.features(seeds, data.train[:n_old], 1, params, job.mod, generator)
-        y_fit = SurvivorScorer.quality(seeds, data.train[n_old:], n_old + 1, job.mod, generator)
+        x_fit = SurvivorScorer.features(seeds, data.train[:n_old], 1, params, trial.mod, generator)
+        y_fit = SurvivorScorer.quality(seeds, data.train[n_old:], n_old + 1, trial.mod, generator)
     with _timed(timings, "fit"):
-        fitted = model.fit(x_fit, y_fit, params, seed=job.trial_number)
+        fitted = model.fit(x_fit, y_fit, params, seed=trial.trial_number)
     with _timed(timings, "holdout"):
-        y_pred = fitted.predict(SurvivorScorer.features(seeds, data.train, 1, params, job.mod, generator))
-        y_holdout = SurvivorScorer.quality(seeds, data.holdout, n_train + 1, job.mod, generator)
+        y_pred = fitted.predict(SurvivorScorer.features(seeds, data.train, 1, params, trial.mod, generator))
+        y_holdout = SurvivorScorer.quality(seeds, data.holdout, n_train + 1, trial.mod, generator)
     with _timed(timings, "objective"):
         accuracy, objective = spearman_objective(y_pred, y_holdout)
     diagnostics = {**objective, **fitted.diagnostics, "pool": len(data.seeds), "n_train": n_train,

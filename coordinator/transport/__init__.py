@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from coordinator.inventory import Rig
+from coordinator.outcome import Reason
 
 
 class TransportError(RuntimeError):
-    """The rig could not be reached or the channel broke. `reason` is a short machine-friendly
-    word (unreachable, host-key, auth, timeout, lost, io) for tables and trial attributes."""
+    """The rig could not be reached or the channel broke. `reason` is one word (unreachable, host-key,
+    auth, timeout, lost, io, missing) for tables and trial attributes."""
 
-    def __init__(self, rig: str, reason: str, detail: str):
+    def __init__(self, rig: str, reason: Reason, detail: str):
         self.rig, self.reason, self.detail = rig, reason, detail
         super().__init__(f"rig '{rig}': {reason}: {detail}")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 from coordinator.inventory import Rig
+from coordinator.outcome import Reason
 from coordinator.transport import Completed, TransportError
 from coordinator.transport.streams import StreamProcess, home_relative, relpath
+from worker.files import write_atomic
 
 
 def _killpg(pgid: int) -> None:
@@ -35,7 +36,7 @@ class LocalProcess(StreamProcess):
             self._stdin.write(line.encode() + b"\n")
             self._stdin.flush()
         except (OSError, ValueError) as exc:  # broken pipe, or stdin already closed by kill()
-            raise TransportError(self.rig, "lost", f"cannot write to the process: {exc}") from exc
+            raise TransportError(self.rig, Reason.LOST, f"cannot write to the process: {exc}") from exc
 
     def wait(self, timeout: float) -> int | None:
         try:
@@ -88,7 +89,7 @@ class LocalTransport:
                 out, err = proc.communicate(stdin, timeout=timeout)
             except subprocess.TimeoutExpired:
                 _killpg(proc.pid)
-                raise TransportError(self.rig.name, "timeout", f"{argv[0]} still running after {timeout:g} s;"
+                raise TransportError(self.rig.name, Reason.TIMEOUT, f"{argv[0]} still running after {timeout:g} s;"
                                      " its process group was killed") from None
         return Completed(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
@@ -96,32 +97,23 @@ class LocalTransport:
         try:
             return LocalProcess(self.rig.name, self._popen(argv, env, subprocess.PIPE))
         except OSError as exc:
-            raise TransportError(self.rig.name, "lost", f"cannot start {argv[0]}: {exc.strerror}") from exc
+            raise TransportError(self.rig.name, Reason.LOST, f"cannot start {argv[0]}: {exc.strerror}") from exc
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         target = self.workdir / relpath(path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.chmod(tmp, mode)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(target, data, mode, durable=False)  # as an SFTP write: atomic, not fsynced
         except OSError as exc:
-            raise TransportError(self.rig.name, "io", f"cannot write {target}: {exc.strerror}") from exc
+            raise TransportError(self.rig.name, Reason.IO, f"cannot write {target}: {exc.strerror}") from exc
 
     def get_bytes(self, path: str) -> bytes:
         target = self.workdir / relpath(path)
         try:
             return target.read_bytes()
         except FileNotFoundError:
-            raise TransportError(self.rig.name, "missing", f"{target} does not exist") from None
+            raise TransportError(self.rig.name, Reason.MISSING, f"{target} does not exist") from None
         except OSError as exc:
-            raise TransportError(self.rig.name, "io", f"cannot read {target}: {exc.strerror}") from exc
+            raise TransportError(self.rig.name, Reason.IO, f"cannot read {target}: {exc.strerror}") from exc
 
     def close(self) -> None:
         """Nothing to release: processes are killed by their owners, not by closing the transport."""

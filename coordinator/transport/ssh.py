@@ -24,6 +24,7 @@ from typing import BinaryIO
 import paramiko
 
 from coordinator.inventory import Rig
+from coordinator.outcome import Reason
 from coordinator.transport import Completed, TransportError
 from coordinator.transport.streams import StreamProcess, home_relative, pump, relpath
 
@@ -87,11 +88,11 @@ class SshProcess(StreamProcess):
         if "\n" in line:
             raise ValueError("a line must not contain a newline")
         if self._channel.exit_status_ready():  # paramiko would accept the line until the channel closes
-            raise TransportError(self.rig, "lost", "cannot write to the process: it has exited")
+            raise TransportError(self.rig, Reason.LOST, "cannot write to the process: it has exited")
         try:
             self._channel.sendall(line.encode() + b"\n")
         except _CHANNEL_ERRORS as exc:
-            raise TransportError(self.rig, "lost", f"cannot write to the process: {exc}") from exc
+            raise TransportError(self.rig, Reason.LOST, f"cannot write to the process: {exc}") from exc
 
     def wait(self, timeout: float) -> int | None:
         """The exit status; -1 when the channel closed without one (killed by a signal, or lost)."""
@@ -123,14 +124,14 @@ class SshTransport:
         known_hosts = os.path.expanduser(rig.known_hosts)
         key = os.path.expanduser(rig.identity_file) if rig.identity_file else None
         if key and not os.path.isfile(key):
-            raise TransportError(rig.name, "auth", f"identity file {key} does not exist")
+            raise TransportError(rig.name, Reason.AUTH, f"identity file {key} does not exist")
         client = paramiko.SSHClient()
         try:
             client.load_host_keys(known_hosts)
         except FileNotFoundError:
             pass  # every host is unknown: the error says how to trust this one
         except OSError as exc:
-            raise TransportError(rig.name, "host-key", f"cannot read {known_hosts}: {exc.strerror}") from exc
+            raise TransportError(rig.name, Reason.HOST_KEY, f"cannot read {known_hosts}: {exc.strerror}") from exc
         client.set_missing_host_key_policy(_RejectUnknown())
         try:
             sock = socket.create_connection((rig.host, rig.port), timeout=limit)
@@ -153,13 +154,13 @@ class SshTransport:
         host = rig.host if rig.port == 22 else f"[{rig.host}]:{rig.port}"
         trust = f"ssh-keyscan -p {rig.port} {rig.host} >> {known_hosts}"
         if isinstance(exc, _UnknownHostKey):
-            return TransportError(rig.name, "host-key", (
+            return TransportError(rig.name, Reason.HOST_KEY, (
                 f"the host key of {host} is not in {known_hosts}, and unknown keys are never trusted"
                 f" automatically. The rig offered {exc.key.get_name()} {exc.key.fingerprint}. Compare it"
                 f" with the rig's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on the rig),"
                 f" then trust it: {trust}"))
         if isinstance(exc, paramiko.BadHostKeyException):
-            return TransportError(rig.name, "host-key", (
+            return TransportError(rig.name, Reason.HOST_KEY, (
                 f"the host key of {host} has CHANGED: the rig offered {exc.key.get_name()}"
                 f" {exc.key.fingerprint}, {known_hosts} has {exc.expected_key.fingerprint}. Someone may be"
                 f" intercepting the connection, or the rig was reinstalled. Only if you know why, remove"
@@ -167,10 +168,10 @@ class SshTransport:
         transport = client.get_transport()
         if isinstance(exc, paramiko.AuthenticationException) or (
                 isinstance(exc, paramiko.SSHException) and transport is not None and transport.is_active()):
-            return TransportError(rig.name, "auth", f"{rig.user}@{host} refused our key"
+            return TransportError(rig.name, Reason.AUTH, f"{rig.user}@{host} refused our key"
                                   f" ({rig.identity_file or 'agent or ~/.ssh keys'}): {exc}")
         if isinstance(exc, _CHANNEL_ERRORS):
-            return TransportError(rig.name, "unreachable", f"{host}: {exc or type(exc).__name__}")
+            return TransportError(rig.name, Reason.UNREACHABLE, f"{host}: {exc or type(exc).__name__}")
         return None
 
     def _channel(self) -> paramiko.Channel:
@@ -194,7 +195,7 @@ class SshTransport:
             try:
                 return client.get_transport().open_session(timeout=self.rig.connect_timeout_s)
             except _CHANNEL_ERRORS as exc:
-                raise TransportError(self.rig.name, "lost", f"cannot open a channel: {exc}") from exc
+                raise TransportError(self.rig.name, Reason.LOST, f"cannot open a channel: {exc}") from exc
 
     def close(self) -> None:
         """Close the connections. Processes still running are left to exit on stdin EOF; kill them
@@ -227,7 +228,7 @@ class SshTransport:
         except _CHANNEL_ERRORS as exc:
             detail = str(exc) or type(exc).__name__
         channel.close()
-        raise TransportError(self.rig.name, "lost", f"cannot start {argv[0]}: {detail}")
+        raise TransportError(self.rig.name, Reason.LOST, f"cannot start {argv[0]}: {detail}")
 
     def kill_group(self, pgid: int) -> None:
         """SIGKILL a process group on the rig over a fresh channel; never raises (the rig may be gone)."""
@@ -259,10 +260,10 @@ class SshTransport:
             done = channel.status_event.wait(max(0.0, deadline - time.monotonic()))
             if not done or any(r.is_alive() for r in readers):
                 self.kill_group(pgid)
-                raise TransportError(self.rig.name, "timeout", f"{argv[0]} still running after {timeout:g} s;"
+                raise TransportError(self.rig.name, Reason.TIMEOUT, f"{argv[0]} still running after {timeout:g} s;"
                                      f" its process group {pgid} was killed on the rig")
             if not channel.get_transport().is_active():
-                raise TransportError(self.rig.name, "lost", f"connection dropped while {argv[0]} ran")
+                raise TransportError(self.rig.name, Reason.LOST, f"connection dropped while {argv[0]} ran")
             return Completed(channel.exit_status, b"".join(out).decode(errors="replace"),
                              b"".join(err).decode(errors="replace"))
 
@@ -292,10 +293,10 @@ class SshTransport:
             except _CHANNEL_ERRORS as exc:
                 if self._sftp is None or self._sftp.get_channel().closed:
                     self._sftp = None
-                    raise TransportError(self.rig.name, "lost", f"SFTP on {path}: {exc}") from exc
+                    raise TransportError(self.rig.name, Reason.LOST, f"SFTP on {path}: {exc}") from exc
                 if isinstance(exc, FileNotFoundError):
-                    raise TransportError(self.rig.name, "missing", f"{path} does not exist") from exc
-                raise TransportError(self.rig.name, "io", f"{path}: {exc}") from exc
+                    raise TransportError(self.rig.name, Reason.MISSING, f"{path} does not exist") from exc
+                raise TransportError(self.rig.name, Reason.IO, f"{path}: {exc}") from exc
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         target = self._path(path)
@@ -314,7 +315,7 @@ class SshTransport:
                     fh.chmod(mode)
                 written = sftp.stat(tmp).st_size  # paramiko drops the errors of pipelined writes: check
                 if written != len(data):
-                    raise TransportError(self.rig.name, "io", f"{target}: only {written} of {len(data)} bytes"
+                    raise TransportError(self.rig.name, Reason.IO, f"{target}: only {written} of {len(data)} bytes"
                                                               " reached the rig (is its disk full?)")
                 sftp.posix_rename(tmp, target)
             except BaseException:

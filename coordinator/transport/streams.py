@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
 
+from coordinator.outcome import Reason
 from coordinator.transport import TransportError
 
 STDERR_TAIL_LINES = 20
@@ -78,5 +79,5 @@ class StreamProcess:
         self._stderr_done.join(1.0)
         tail = b"".join(self._stderr).decode(errors="replace").strip()
         how = "still running" if status is None else f"exited with status {status}"
-        return TransportError(self.rig, "lost", f"process output ended ({how})"
+        return TransportError(self.rig, Reason.LOST, f"process output ended ({how})"
                                                 + (f"; stderr: {tail}" if tail else ""))

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from coordinator.dataset import load_data_dir
 from coordinator.deploy import deploy, worker_bundle
-from coordinator.jobs import RunSettings, load_data_dir
+from coordinator.settings import RunSettings
 from coordinator.slots import serve_command
 from coordinator.transport import Process
 from coordinator.transport.ssh import SshTransport
 from tests.faults.helpers import SAMPLE_SIZE, FaultSummary, cluster_at
-from worker import contract
+from worker import protocol
 from worker.params import SEARCH_SPACE, Choice
 
 RUN_ID = "r-hostile"
@@ -126,7 +127,7 @@ def test_hostile_job_is_refused(worker: Worker, faults_summary: FaultSummary, re
     log = f"logs/h/{case}.log"
     answer = worker.ask({"job": JOB, "timeout_s": 30, "log": log})
     assert answer["event"] == "done" and answer["exit"] == 2, answer
-    result = worker.workdir / contract.result_path(RUN_ID, "trial_0001", job["attempt"])
+    result = worker.workdir / protocol.result_path(RUN_ID, "trial_0001", job["attempt"])
     said = json.loads(result.read_text())["error"] if result.exists() else (worker.workdir / log).read_text()
     assert refusal in said, said
     assert not worker.marker.exists()

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker import __main__ as cli
-from worker import contract, serve
+from worker import contract, protocol, serve
 from worker.contract import Job
+from worker.files import write_json_atomic
 
 PLAN = [fault for fault in os.environ.get("STEP2_FAULT", "").split(",") if fault]
 BARRIER = os.environ.get("STEP2_FAULT_BARRIER", "")
@@ -66,7 +67,7 @@ def _stale(run: Run, root: Path, job: Job) -> Outcome:
     """An earlier run's success sits where this attempt's result belongs, and the attempt exits 0."""
     record = contract.make_result({**job.identity(), "run_id": STALE_RUN_ID}, accuracy=STALE_ACCURACY,
                                   error=None)
-    contract.write_json_atomic(root / job.result_path, record)
+    write_json_atomic(root / job.result_path, record)
     return record, 0
 
 
@@ -145,13 +146,13 @@ def faulty_execute(job_file: str, root: Path, own_hash: str, cache: dict | None 
     return run()
 
 
-def emit_at_barrier(event: str, **fields: object) -> None:
+def emit_at_barrier(event: protocol.Event) -> None:
     """serve's _emit; "ready" waits until the barrier's other workers are ready too."""
-    if event == "ready" and BARRIER:
+    if isinstance(event, protocol.Ready) and BARRIER:
         folder, count = BARRIER.rsplit(":", 1)
         Path(folder, str(os.getpid())).touch()
         _wait(lambda: len(os.listdir(folder)) >= int(count))
-    real_emit(event, **fields)
+    real_emit(event)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""`coordinator run --jobs-file`: script jobs in the old coordinator's format over the same slots,
-retries and checks. A job succeeds only if its process exits 0 AND its expected output is valid
+"""`coordinator run --jobs-file`: script jobs in the old coordinator's format over the same rig opening,
+slots, retries and checks. A job succeeds only if its process exits 0 AND its expected output is valid
 JSON that does not report an error; the output is then fetched into the run's archive.
 
 Jobs file: a JSON list (or {"jobs": [...]}) of {job_id, script, args, expected_output, timeout}.
@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from coordinator.events import Event, Watcher
+from coordinator.deploy import worker_bundle
+from coordinator.events import Event, EventKind, Watcher
 from coordinator.inventory import Rig, load_inventory
-from coordinator.scheduler import Outcome, Scheduler, Summary, Task
-from coordinator.transport import Transport, TransportError, connect
+from coordinator.outcome import Outcome, Reason
+from coordinator.rigs import open_rigs
+from coordinator.scheduler import Scheduler, Summary, Task
+from coordinator.transport import Transport, TransportError
 from worker import contract
+from worker.files import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,8 @@ class ScriptSlot:
     def start(self) -> None:
         pass
 
-    def execute(self, task: Task) -> Outcome:
-        job: ScriptJob = task.data
+    def execute(self, task: Task[ScriptJob]) -> Outcome:
+        job = task.payload
         argv = [self.rig.python, job.script, *job.args]
         try:
             done = self.transport.run(argv, timeout=job.timeout_s, env=self.rig.slot_env(self.index))
@@ -97,14 +102,14 @@ class ScriptSlot:
             return Outcome(False, reason=exc.reason, detail=str(exc))
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-            return Outcome(False, reason="exit", detail=f"exit {done.returncode}: {tail[0][:300]}")
+            return Outcome(False, reason=Reason.EXIT, detail=f"exit {done.returncode}: {tail[0][:300]}")
         try:
             raw = self.transport.get_bytes(job.expected_output)
             data = check_output(raw, f"{self.rig.name}:{job.expected_output}")
         except TransportError as exc:
             return Outcome(False, reason=exc.reason, detail=f"{job.expected_output}: {exc.detail}")
         except ValueError as exc:
-            return Outcome(False, reason="invalid", detail=str(exc))
+            return Outcome(False, reason=Reason.INVALID, detail=str(exc))
         return Outcome(True, record={"job_id": job.job_id, "output": data})
 
     def cancel(self) -> None:
@@ -119,40 +124,36 @@ class JobsSource:
         self.queue, self.out_dir = list(jobs), out_dir
         self.outcomes: dict[str, dict[str, Any]] = {}
 
-    def next_task(self) -> Task | None:
-        return Task(self.queue[0].job_id, data=self.queue.pop(0)) if self.queue else None
+    def next_task(self) -> Task[ScriptJob] | None:
+        return Task(self.queue[0].job_id, self.queue.pop(0)) if self.queue else None
 
-    def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:
-        contract.write_json_atomic(self.out_dir / "outputs" / f"{task.key}.json", outcome.record["output"])
+    def succeeded(self, task: Task[ScriptJob], outcome: Outcome, rig: Rig) -> None:
+        write_json_atomic(self.out_dir / "outputs" / f"{task.key}.json", outcome.record["output"])
         self.outcomes[task.key] = {"status": "success", "rig": rig.name, "attempts": task.attempt,
-                                   "failures": task.failures}
+                                   "failures": [f.to_dict() for f in task.failures]}
 
-    def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
+    def attempt_failed(self, task: Task[ScriptJob], outcome: Outcome, rig: Rig | None, final: bool) -> None:
         if final:
-            self.outcomes[task.key] = {"status": "failed", "attempts": task.attempt, "failures": task.failures}
+            self.outcomes[task.key] = {"status": "failed", "attempts": task.attempt,
+                                       "failures": [f.to_dict() for f in task.failures]}
 
 
-def run_jobs(rigs_file: Path, jobs_file: Path, out_dir: Path, watcher: Watcher, *,
-             max_attempts: int = 2, quarantine_after: int = 3) -> tuple[Summary, dict[str, dict[str, Any]]]:
+def run_jobs(rigs_file: Path, jobs_file: Path, out_dir: Path, watcher: Watcher, *, max_attempts: int = 2,
+             quarantine_after: int = 3, out: TextIO = sys.stdout) -> tuple[Summary, dict[str, dict[str, Any]]]:
     jobs = load_jobs_file(jobs_file)
     rigs = load_inventory(rigs_file)
-    transports: dict[str, Transport] = {}
-    for rig in rigs:
-        try:
-            transports[rig.name] = connect(rig)
-        except TransportError as exc:
-            print(f"rig {rig.name} left out of the run: {exc}", flush=True)
+    opened = open_rigs(rigs, worker_bundle(), out)
     source = JobsSource(jobs, out_dir)
-    watcher.notify(Event("planned", value=len(jobs)))
-    slots = [ScriptSlot(transports[r.name], i) for r in rigs if r.name in transports for i in range(r.slots)]
+    watcher.notify(Event(EventKind.PLANNED, value=len(jobs)))
+    slots = [ScriptSlot(opened.transports[r.name], i) for r in rigs if r.name in opened.transports
+             for i in range(r.slots)]
     started = time.time()
     try:
         summary = Scheduler(source, slots, watcher, max_attempts=max_attempts,
                             quarantine_after=quarantine_after).run()
     finally:
-        for t in transports.values():
-            t.close()
-    contract.write_json_atomic(out_dir / "summary.json", {
+        opened.close()
+    write_json_atomic(out_dir / "summary.json", {
         "jobs_file": str(jobs_file), "seconds": round(time.time() - started, 3), "complete": summary.complete,
         "failed": summary.failed, "retried": summary.retried, "quarantined": summary.quarantined,
         "jobs": source.outcomes})

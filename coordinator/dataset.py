@@ -1,17 +1,19 @@
-"""Per-trial job files: the run's settings plus one trial's parameters, written once on the head
-(`jobs/<study>/trial_NNNN.json`) and pushed to the rig that runs the attempt."""
+"""A study's data on the head: the operator's folder found and read, a copy staged beside the
+study's archive (what the rigs receive), and the whole set loaded once exactly as a worker will load
+it, so bad input stops before any trial goes out, with an error that names the operator's file."""
 
 from __future__ import annotations
 
 import json
-import secrets
-import time
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker import contract
-from worker.contract import DataRef, Job
+from worker import contract, protocol
+from worker.contract import DataRef
+from worker.files import sha256_file
 from worker.prng import GENERATORS
 
 SURVIVOR_FILES = ("survivors.npz", "survivors.json")
@@ -30,7 +32,7 @@ class DataSet:
     @property
     def refs(self) -> dict[str, DataRef]:
         """Where each file lives in a work directory, with its content hash."""
-        return {role: DataRef(f"data/{path.name}", contract.sha256_file(path)) for role, path in self.files.items()}
+        return {role: DataRef(protocol.data_path(path.name), sha256_file(path)) for role, path in self.files.items()}
 
 
 def load_data_dir(directory: Path, prng_type: str | None = None, mod: int | None = None) -> DataSet:
@@ -66,30 +68,31 @@ def load_data_dir(directory: Path, prng_type: str | None = None, mod: int | None
     return DataSet(files, prng_type, mod)
 
 
-def new_run_id() -> str:
-    """Unique per coordinator run: result files are scoped by it, so stale ones never match."""
-    return time.strftime("r%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+def check_sources(sources: dict[str, Path], digests: dict[str, str]) -> None:
+    """The study's files are where it found them, unchanged (a resume refuses to run on other data)."""
+    for role, path in sources.items():
+        if not path.is_file() or sha256_file(path) != digests[role]:
+            raise DataError(f"{path}: the study's {role} file is missing or changed since the study began")
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    study: str
-    run_id: str
-    code_hash: str
-    prng_type: str
-    mod: int
-    sample_size: int
-    timeout_s: float
-    data: dict[str, DataRef]
+def stage(sources: dict[str, Path], stage_dir: Path) -> None:
+    """Copy the run's data beside its archive: what the head validates and pushes, kept with the run."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    for path in sources.values():
+        target = stage_dir / path.name
+        if not target.exists() or sha256_file(target) != sha256_file(path):
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
 
-    def job(self, number: int, params: dict[str, Any], attempt: int) -> Job:
-        return Job(study=self.study, run_id=self.run_id, trial_id=contract.trial_id(number), attempt=attempt,
-                   timeout_s=self.timeout_s, code_hash=self.code_hash, prng_type=self.prng_type, mod=self.mod,
-                   sample_size=self.sample_size, data=dict(self.data),
-                   params={**params, "optuna_trial_number": number})
 
-    def write(self, job: Job, root: Path = Path(".")) -> Path:
-        """The head's copy of the job file (also what is pushed to the rig)."""
-        path = root / contract.job_path(job.study, job.trial_id)
-        contract.write_json_atomic(path, job.to_dict())
-        return path
+def validate_on_head(payload: contract.TrialPayload, root: Path, sources: dict[str, Path]) -> int:
+    """Load the data exactly as a worker would, before any trial goes out: bad input stops here, with
+    an error that names the operator's file, not the run's staged copy of it. Returns the pool size."""
+    from worker.data import load_dataset
+
+    staged = {str(contract.resolve_inside(root, ref.path)): sources[role] for role, ref in payload.data.items()}
+    try:
+        return len(load_dataset(payload, root).seeds)
+    except contract.ContractError as exc:
+        raise DataError(f"{staged.get(exc.source, exc.source)}: field '{exc.field}': {exc.problem}") from exc

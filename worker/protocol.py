@@ -1,0 +1,131 @@
+"""What the coordinator and a rig's worker share besides the job and result formats: where everything
+lives in the rig's work directory, and the warm server's line protocol. Both sides use these
+definitions; neither spells a path or a message by hand.
+
+Work directory (the rig's `workdir`, the head's too):
+
+    code/worker/...                            the worker package; the server runs with PYTHONPATH=code
+    data/<file>                                the study's data files
+    jobs/<study>/<trial_id>.json               a trial's job file
+    results/<run_id>/<trial_id>.a<attempt>.json  an attempt's result file
+    logs/<run_id>/<trial_id>.a<attempt>.log    an attempt's log
+
+Serve protocol: one JSON object a line. The coordinator sends `RunRequest` lines (and `Ping`s); the
+server answers `Ready` once, then one `Done` per request, a "pong" (the `Ping` back) per ping, and an
+"error" event (`BadRequest`) for a line it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+
+CODE_DIR = "code"  # on PYTHONPATH: code/worker is the package
+WORKER_DIR = f"{CODE_DIR}/worker"
+
+
+def data_path(name: str) -> str:
+    return f"data/{name}"
+
+
+def job_path(study: str, tid: str) -> str:
+    """Where a trial's job file lives, relative to a work directory (head or rig)."""
+    return f"jobs/{study}/{tid}.json"
+
+
+def result_path(run_id: str, tid: str, attempt: int) -> str:
+    """Where an attempt writes its result: scoped to the run and the attempt, so stale or late files
+    from another run or attempt can never be mistaken for this one."""
+    return f"results/{run_id}/{tid}.a{attempt}.json"
+
+
+def log_path(run_id: str, tid: str, attempt: int) -> str:
+    return f"logs/{run_id}/{tid}.a{attempt}.log"
+
+
+class EventKind(StrEnum):
+    READY = "ready"
+    DONE = "done"
+    PONG = "pong"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Run the job file `job` (relative to the work directory) within `timeout_s`, logging to `log`."""
+
+    job: str
+    timeout_s: float
+    log: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A liveness check; the server answers it with a "pong" event holding the same number."""
+
+    ping: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The server is warm (imports done) and runs this code."""
+
+    pid: int
+    pgid: int
+    code_hash: str
+    version: str
+    python: str
+    root: str
+    huge_pages_mib: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """A request's end. `result` is the result file's text when it is a plain file of sane size;
+    `error` says why the trial died when it could not write a result to say so."""
+
+    job: str
+    exit: int
+    timed_out: bool
+    seconds: float
+    error: str | None = None
+    result: str | None = None
+
+
+@dataclass(frozen=True)
+class BadRequest:
+    error: str
+
+
+Event = Ready | Done | Ping | BadRequest  # a Ping event is the pong
+_EVENTS: dict[EventKind, type] = {EventKind.READY: Ready, EventKind.DONE: Done, EventKind.PONG: Ping,
+                                  EventKind.ERROR: BadRequest}
+
+
+def encode_request(request: RunRequest | Ping) -> str:
+    return json.dumps(asdict(request))
+
+
+def decode_request(line: str) -> RunRequest | Ping:
+    """A request line; ValueError (KeyError, TypeError) when it is not one."""
+    obj = json.loads(line)
+    if "ping" in obj:
+        return Ping(obj["ping"])
+    return RunRequest(str(obj["job"]), float(obj["timeout_s"]), str(obj["log"]))
+
+
+def encode_event(event: Event) -> str:
+    kind = next(k for k, cls in _EVENTS.items() if isinstance(event, cls))
+    return json.dumps({"event": str(kind), **{k: v for k, v in asdict(event).items() if v is not None}})
+
+
+def decode_event(line: str) -> Event:
+    """An event line; ValueError when it is not one of the events, whole."""
+    try:
+        obj = json.loads(line)
+        cls = _EVENTS[EventKind(obj.pop("event"))]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in names})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not an event: {line[:200]!r}") from exc
