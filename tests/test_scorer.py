@@ -5,10 +5,23 @@ import pytest
 
 from worker.params import SCORER_SPACE
 from worker.prng import GENERATORS
-from worker.scorer import FEATURES, SurvivorScorer, chance
+from worker.scorer import FEATURES, chance, features, quality
 from worker.synth import write_synthetic
 
 JAVA = GENERATORS["java_lcg"]
+
+
+class SurvivorScorer:
+    """The scorer on unaligned java_lcg seeds: draw t of the window at stream position start + t."""
+
+    @staticmethod
+    def features(seeds, draws, start, params, mod, generator):
+        return features(generator.draws(seeds, start, len(draws) + params["max_offset"], mod), None, draws,
+                        params, mod)
+
+    @staticmethod
+    def quality(seeds, draws, start, mod, generator):
+        return quality(generator.draws(seeds, start, len(draws), mod), None, draws, mod)
 BASE = {"residue_mod_1": 10, "residue_mod_2": 100, "residue_mod_3": 1000, "max_offset": 5,
         "temporal_window_size": 100, "temporal_num_windows": 5, "min_confidence_threshold": 0.005}
 # One change per scorer parameter, each within the search space.

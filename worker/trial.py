@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from worker import model
+from worker.align import choose_skips, stream
 from worker.contract import Job
 from worker.data import load_dataset
 from worker.objective import spearman_objective
 from worker.params import validate_params
 from worker.prng import get_generator
-from worker.scorer import SurvivorScorer
+from worker.scorer import features, quality
 
 
 @dataclass
@@ -53,24 +54,30 @@ def run_trial(job: Job, root: Path, cache: dict | None = None) -> TrialOutcome:
     timings: dict[str, float] = {}
     with _timed(timings, "load"):
         params = validate_params(trial.params, source)
-        generator = get_generator(trial.prng_type, source)
+        get_generator(trial.prng_type, source)
         data = load_dataset(trial, root, cache)
         rng = np.random.default_rng(trial.trial_number)
-        indices = np.sort(rng.choice(len(data.seeds), size=trial.sample_size, replace=False))
-        seeds = data.seeds[indices]
+        indices = np.sort(rng.choice(len(data.survivors), size=trial.sample_size, replace=False))
+        survivors = data.survivors.take(indices)
     n_train, n_holdout = len(data.train), len(data.holdout)
     n_old = n_train - n_holdout
     with _timed(timings, "features"):
-        x_fit = SurvivorScorer.features(seeds, data.train[:n_old], 1, params, trial.mod, generator)
-        y_fit = SurvivorScorer.quality(seeds, data.train[n_old:], n_old + 1, trial.mod, generator)
+        skips = choose_skips(survivors, data.train[:n_old], 0, trial.mod)
+        values, valid = stream(survivors, skips, 0, n_train + max(params["max_offset"], n_holdout), trial.mod)
+        x_fit = features(values, valid, data.train[:n_old], params, trial.mod)
+        y_fit = quality(values[:, n_old:], _after(valid, n_old), data.train[n_old:], trial.mod)
     with _timed(timings, "fit"):
         fitted = model.fit(x_fit, y_fit, params, seed=trial.trial_number)
     with _timed(timings, "holdout"):
-        y_pred = fitted.predict(SurvivorScorer.features(seeds, data.train, 1, params, trial.mod, generator))
-        y_holdout = SurvivorScorer.quality(seeds, data.holdout, n_train + 1, trial.mod, generator)
+        y_pred = fitted.predict(features(values, valid, data.train, params, trial.mod))
+        y_holdout = quality(values[:, n_train:], _after(valid, n_train), data.holdout, trial.mod)
     with _timed(timings, "objective"):
         accuracy, objective = spearman_objective(y_pred, y_holdout)
-    diagnostics = {**objective, **fitted.diagnostics, "pool": len(data.seeds), "n_train": n_train,
+    diagnostics = {**objective, **fitted.diagnostics, "pool": len(data.survivors), "n_train": n_train,
                    "n_holdout": n_holdout, "y_fit": _summary(y_fit), "y_holdout": _summary(y_holdout),
                    "y_pred": _summary(y_pred)}
     return TrialOutcome(accuracy, indices.tolist(), timings, "cpu", diagnostics)
+
+
+def _after(valid: np.ndarray | None, start: int) -> np.ndarray | None:
+    return None if valid is None else valid[:, start:]
