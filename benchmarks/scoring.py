@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.data import demo_folders
 from benchmarks.report import figure
 from tests import reference
 from worker.align import stream
@@ -21,7 +22,6 @@ from worker.bench import HEAVIEST
 from worker.params import random_params
 from worker.scorer import features
 from worker.survivors import Survivors
-from worker.synth import write_synthetic
 
 MOD = 1000
 SEEDS, REFERENCE_SEEDS, DRAWS = 450, 8, 4000  # the trial's sample and train history; the loop's share
@@ -70,13 +70,12 @@ def run(work: Path, repeats: int = 5) -> dict[str, Any]:
     and worker.scorer.features) on 450 java_lcg survivors (half of them reverse, offsets 0..500, skips
     0..3) x 4,000 draws, against the plain per-survivor loop of tests/reference.py on 8 of them, both
     with worker.bench's heaviest parameters (max_offset 15: 4,015 aligned outputs per survivor). Each
-    repeat times both back to back; the ratio is per repeat. Planted data (450 survivors), so some
+    repeat times both back to back; the ratio is per repeat. The demo's first 450 survivors, so some
     streams agree with draws: before timing, both must agree (np.allclose) on 24 survivors for 5
     parameter sets (heaviest, no lag with fewer windows than asked and non-dividing residue mods, 3
     random) at 4,000 and 120 draws."""
-    data = work / "planted"
-    write_synthetic(data, "planted", n_survivors=SEEDS, n_train=DRAWS, n_holdout=1000, mod=MOD)
-    seeds = np.load(data / "survivors.npz")["seeds"].astype(np.uint64)
+    data, _ = demo_folders(work)
+    seeds = np.load(data / "bidirectional_survivors_binary.npz")["seeds"][:SEEDS].astype(np.uint64)
     draws = np.array(json.loads((data / "train_history.json").read_text()), dtype=np.int64)
     survivors, skips = aligned(seeds, np.random.default_rng(1))
     checked = verify(survivors.take(np.arange(24)), skips[:24], draws)

@@ -6,6 +6,7 @@ slots.py, the data in dataset.py, opening rigs in rigs.py, resume in resume.py.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
                            mod=meta["prng"]["mod"], sample_size=meta["sample_size"], timeout_s=meta["timeout_s"],
                            data={role: DataRef(d["path"], d["sha256"]) for role, d in meta["data"].items()})
     run_dir = opts.runs_dir / name
-    pool = _stage_and_validate(settings, meta, run_dir)
+    staged = _stage(settings, meta, run_dir, out)
     study = study or _create_study(name, meta, opts)
     study.set_meta("runs", [*study.meta().get("runs", []), settings.run_id])
     print(f"study {name}: storage {study.path}, run {settings.run_id}", file=out, flush=True)
@@ -129,7 +130,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
         summary = _schedule(source, rigs, opened, watcher, opts, code, len(pending))
     finally:
         opened.close()
-    config = results.write_optimal_config(opts.output, study, archive, pool, started) if study.best() else None
+    config = results.write_optimal_config(opts.output, study, archive, staged.pool, started) if study.best() else None
     return Step2Result(name, study.path, settings.run_id, summary, config, opts.output, archive.dir, opened.excluded)
 
 
@@ -152,17 +153,20 @@ def _new_meta(opts: Step2Options, code: str, started: float) -> tuple[str, dict[
     return opts.study or f"scorer_meta_opt_{int(started)}", {
         "code_hash": code, "worker_version": VERSION, "prng": {"type": data.prng_type, "mod": data.mod},
         "sample_size": opts.sample_size, "timeout_s": opts.timeout_s, "trials": opts.trials, "seed": opts.seed,
-        "data": {role: {"path": ref.path, "sha256": ref.sha256, "source": str(data.files[role].resolve())}
-                 for role, ref in data.refs.items()}}
+        "data": {role: {"path": ref.path, "sha256": ref.sha256, "source": os.path.abspath(data.files[role])}
+                 for role, ref in data.refs.items()},
+        "layout": data.layout, "extras": {name: os.path.abspath(path) for name, path in data.extras.items()}}
 
 
-def _stage_and_validate(settings: RunSettings, meta: dict[str, Any], run_dir: Path) -> int:
-    """The study's files checked, copied under runs/<study>/data/ and loaded as a worker will load them;
-    returns the survivor pool's size."""
+def _stage(settings: RunSettings, meta: dict[str, Any], run_dir: Path, out: TextIO) -> dataset.Staged:
+    """The study's files checked, copied under runs/<study>/data/ and loaded as a worker will load them."""
     sources = {role: Path(d["source"]) for role, d in meta["data"].items()}
     dataset.check_sources(sources, {role: d["sha256"] for role, d in meta["data"].items()})
-    dataset.stage(sources, run_dir / "data")
-    return dataset.validate_on_head(settings.job(0, {}, 1).payload, run_dir, sources)
+    staged = dataset.stage(settings.job(0, {}, 1).payload, sources, run_dir)
+    if staged.duplicates:
+        print(f"warning: {sources['survivors']}: {staged.duplicates:,} rows repeat an earlier survivor (same seed"
+              f" and alignment); the pool counts each survivor once: {staged.pool:,}", file=out, flush=True)
+    return staged
 
 
 def _create_study(name: str, meta: dict[str, Any], opts: Step2Options) -> Study:

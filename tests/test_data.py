@@ -9,16 +9,16 @@ from worker import data as data_module
 from worker.bench import make_job
 from worker.contract import ContractError, DataRef, parse_job
 from worker.data import load_dataset
+from worker.demo import write_uniform
 from worker.files import sha256_file
 from worker.params import random_params
-from worker.synth import write_synthetic
 
 PARAMS = random_params(np.random.default_rng(0))
 
 
 @pytest.fixture()
 def root(tmp_path):
-    write_synthetic(tmp_path, "null", n_survivors=40, n_train=300, n_holdout=100, seed=2)
+    write_uniform(tmp_path, n_survivors=40, n_train=300, n_holdout=100, seed=2)
     return tmp_path
 
 

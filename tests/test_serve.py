@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from worker.bench import HEAVIEST, make_job
+from worker.demo import write_uniform
 from worker.files import write_json_atomic
-from worker.synth import write_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    write_synthetic(tmp_path, "planted", n_survivors=60, n_train=2500, n_holdout=200)
+    write_uniform(tmp_path, n_survivors=60, n_train=2500, n_holdout=200)
     srv = Server(tmp_path)
     yield srv
     try:

@@ -14,17 +14,15 @@ from pathlib import Path
 import pytest
 
 from coordinator.study import Study, storage_path
-from worker.synth import write_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PY = str(Path(sys.executable))
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("planted")
-    write_synthetic(out, "planted", n_survivors=3000, n_train=2000, n_holdout=500, seed=3)
-    return out
+def planted(small_demo: Path) -> Path:
+    """The small sieve-made demo: Step 1's output folder as it is."""
+    return small_demo
 
 
 def head_inventory(where: Path, slots: int = 2) -> Path:
@@ -48,8 +46,8 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 @pytest.mark.slow
 def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
     head_inventory(tmp_path)
-    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--trials", "10", "--sample-size", "200",
-                       "--study", "s10", "--no-tui")
+    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "10",
+                       "--sample-size", "200", "--study", "s10", "--no-tui")
     out = finish(proc)
     assert proc.returncode == 0, out
     trials = tmp_path / "runs" / "s10" / "trials"
@@ -75,8 +73,8 @@ def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
 @pytest.mark.slow
 def test_resume_after_sigkill_completes_without_rerunning(tmp_path: Path, planted: Path):
     head_inventory(tmp_path)
-    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--trials", "12", "--sample-size", "200",
-                       "--study", "sk", "--no-tui", start_new_session=True)
+    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "12",
+                       "--sample-size", "200", "--study", "sk", "--no-tui", start_new_session=True)
     trials = tmp_path / "runs" / "sk" / "trials"
     journal = tmp_path / storage_path("sk")
 

@@ -73,9 +73,11 @@ def run_trial(job: Job, root: Path, cache: dict | None = None) -> TrialOutcome:
         y_holdout = quality(values[:, n_train:], _after(valid, n_train), data.holdout, trial.mod)
     with _timed(timings, "objective"):
         accuracy, objective = spearman_objective(y_pred, y_holdout)
+    chosen = dict(zip(*(a.tolist() for a in np.unique(skips, return_counts=True)), strict=True))
     diagnostics = {**objective, **fitted.diagnostics, "pool": len(data.survivors), "n_train": n_train,
                    "n_holdout": n_holdout, "y_fit": _summary(y_fit), "y_holdout": _summary(y_holdout),
-                   "y_pred": _summary(y_pred)}
+                   "y_pred": _summary(y_pred), "skips": {str(k): n for k, n in chosen.items()},
+                   "hybrid": int(survivors.hybrid.sum()), "reverse": int(survivors.reverse.sum())}
     return TrialOutcome(accuracy, indices.tolist(), timings, "cpu", diagnostics)
 
 

@@ -21,7 +21,7 @@ from tests.faults.helpers import (
 from tests.faults.hooks.faulty_worker import LATE_GO
 from tests.sshd import wait_for
 from worker.contract import trial_id
-from worker.synth import write_synthetic
+from worker.demo import write_uniform
 
 _SUMMARY = pytest.StashKey[FaultSummary]()
 
@@ -47,9 +47,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.fixture(scope="session")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small planted data: a trial takes a fraction of a second."""
+    """Small uniform data (the faults need valid files, not signal): a trial takes a fraction of a second."""
     out = tmp_path_factory.mktemp("data")
-    write_synthetic(out, "planted", n_survivors=1500, n_train=1200, n_holdout=300, seed=11)
+    write_uniform(out, n_survivors=1500, n_train=1200, n_holdout=300, seed=11)
     return out
 
 
