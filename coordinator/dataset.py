@@ -165,7 +165,7 @@ def stage(payload: contract.TrialPayload, sources: dict[str, Path], run_dir: Pat
     if all((final / path.name).is_file() and sha256_file(final / path.name) == payload.data[role].sha256
            for role, path in sources.items()):
         return _validate(payload, run_dir, sources)
-    created = not run_dir.exists()
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # ours to remove if empty
     staging = run_dir / f".staging-{secrets.token_hex(4)}"
     try:
         (staging / "data").mkdir(parents=True)
@@ -178,8 +178,9 @@ def stage(payload: contract.TrialPayload, sources: dict[str, Path], run_dir: Pat
         return staged
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        for folder in made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def _validate(payload: contract.TrialPayload, root: Path, sources: dict[str, Path]) -> Staged:
