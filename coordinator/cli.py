@@ -14,11 +14,13 @@ from coordinator.live import view_for
 
 def _step2(args: argparse.Namespace) -> int:
     from coordinator.step2 import Step2Error, Step2Options, run_step2
+    from worker.contract import Evaluation
 
     opts = Step2Options(rigs=args.rigs, data=args.data, trials=args.trials, sample_size=args.sample_size,
                         seed=args.seed, timeout_s=args.trial_timeout, max_attempts=args.attempts,
                         quarantine_after=args.quarantine_after, prng=args.prng, mod=args.mod,
-                        resume=args.resume, study=args.study, output=args.output)
+                        resume=args.resume, study=args.study, output=args.output,
+                        evaluation=Evaluation(args.replicates, args.eval_size, args.nulls, args.objective))
     try:
         with view_for(args.no_tui) as view:
             result = run_step2(opts, view, out=sys.stdout)  # inside the view: the live view's stdout
@@ -120,7 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="data folder: survivors.npz|json, train_history.json, "
                                               "holdout_history.json [, meta.json]")
     p.add_argument("--trials", type=int, default=100, help="trials in the study (default: 100)")
-    p.add_argument("--sample-size", type=int, default=450, help="survivors sampled per trial (default: 450)")
+    p.add_argument("--sample-size", type=int, default=450,
+                   help="survivors each network trains on (default: 450, the proposal's)")
+    p.add_argument("--replicates", type=int, default=4,
+                   help="networks per trial, each on its own sample; the value is their mean (default: 4)")
+    p.add_argument("--eval-size", type=int, default=1500,
+                   help="survivors each network is judged on, its sample among them (default: 1500)")
+    p.add_argument("--nulls", type=int, default=200, help="permutations per trial for its chance level (default: 200)")
+    p.add_argument("--objective", choices=("spearman_rho", "top_lift"), default="spearman_rho",
+                   help="the figure the study optimises (default: spearman_rho, the proposal's)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (default: 0)")
     p.add_argument("--trial-timeout", type=float, default=600.0, help="hard limit per attempt, s (default: 600)")
     _retry_options(p)

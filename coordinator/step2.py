@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,11 +21,11 @@ from coordinator.outcome import Outcome
 from coordinator.resume import reattach
 from coordinator.rigs import OpenRigs, open_rigs
 from coordinator.scheduler import Scheduler, Summary, Task
-from coordinator.settings import RunSettings, TrialSpec, new_run_id
+from coordinator.settings import DEFAULT_EVALUATION, RunSettings, TrialSpec, new_run_id
 from coordinator.slots import WarmSlot
 from coordinator.study import STUDIES_DIR, Study, TrialState, storage_path
 from worker import VERSION, contract
-from worker.contract import DataRef, Job
+from worker.contract import DataRef, Evaluation, Job
 
 
 class Step2Error(RuntimeError):
@@ -47,6 +47,7 @@ class Step2Options:
     resume: str | None = None
     study: str | None = None
     output: Path = Path("optimal_scorer_config.json")
+    evaluation: Evaluation = DEFAULT_EVALUATION
     studies_dir: Path = STUDIES_DIR
     runs_dir: Path = results.RUNS_DIR
 
@@ -61,6 +62,12 @@ class Step2Result:
     output: Path
     trials_dir: Path
     excluded: dict[str, str]
+
+
+def figures_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each figure's value, standard error and chance level from a result: what the study keeps of it."""
+    return {name: {k: f[k] for k in ("value", "se", "null_mean", "null_sd", "p_value", "p_normal")}
+            for name, f in record["diagnostics"]["figures"].items()}
 
 
 class Step2Source:
@@ -92,7 +99,7 @@ class Step2Source:
     def succeeded(self, task: Task[TrialSpec], outcome: Outcome, rig: Rig) -> None:
         self.archive.store(outcome.record, final=True)  # runs/<study>/trials/trial_NNNN.json: derivable, not stored
         self.study.set_attrs(task.payload.number, rig=rig.name, attempts=task.attempt,
-                             failures=[f.to_dict() for f in task.failures])
+                             failures=[f.to_dict() for f in task.failures], figures=figures_of(outcome.record))
         self.study.tell_value(task.payload.number, float(outcome.value))
 
     def attempt_failed(self, task: Task[TrialSpec], outcome: Outcome, rig: Rig | None, final: bool) -> None:
@@ -113,7 +120,8 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout) ->
     study, name, meta = _open_resumed(opts, code, out) if opts.resume else (None, *_new_meta(opts, code, started))
     settings = RunSettings(study=name, run_id=new_run_id(), code_hash=code, prng_type=meta["prng"]["type"],
                            mod=meta["prng"]["mod"], sample_size=meta["sample_size"], timeout_s=meta["timeout_s"],
-                           data={role: DataRef(d["path"], d["sha256"]) for role, d in meta["data"].items()})
+                           data={role: DataRef(d["path"], d["sha256"]) for role, d in meta["data"].items()},
+                           evaluation=Evaluation(**meta["evaluation"]))
     run_dir = opts.runs_dir / name
     staged = _stage(settings, meta, run_dir, out)
     study = study or _create_study(name, meta, opts)
@@ -152,7 +160,8 @@ def _new_meta(opts: Step2Options, code: str, started: float) -> tuple[str, dict[
     data = dataset.load_data_dir(opts.data, opts.prng, opts.mod)
     return opts.study or f"scorer_meta_opt_{int(started)}", {
         "code_hash": code, "worker_version": VERSION, "prng": {"type": data.prng_type, "mod": data.mod},
-        "sample_size": opts.sample_size, "timeout_s": opts.timeout_s, "trials": opts.trials, "seed": opts.seed,
+        "sample_size": opts.sample_size, "evaluation": asdict(opts.evaluation), "timeout_s": opts.timeout_s,
+        "trials": opts.trials, "seed": opts.seed,
         "data": {role: {"path": ref.path, "sha256": ref.sha256, "source": os.path.abspath(data.files[role])}
                  for role, ref in data.refs.items()},
         "layout": data.layout, "extras": {name: os.path.abspath(path) for name, path in data.extras.items()}}

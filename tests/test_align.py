@@ -10,7 +10,7 @@ from tests import reference
 from worker.align import choose_skips, stream
 from worker.params import SCORER_SPACE, random_params
 from worker.prng import GENERATORS
-from worker.scorer import features, quality
+from worker.scorer import features, features_at, quality
 from worker.survivors import Survivors
 
 MOD = 1000
@@ -112,3 +112,14 @@ def test_a_survivor_with_no_evidence_in_a_window_reads_as_chance():
     params = {**random_params(np.random.default_rng(0)), "max_offset": 0}
     x = features(values, valid, np.zeros(500, int), params, MOD)
     assert np.allclose(x[0, :7], 0.0)  # every effect is 0: no evidence either way
+
+
+def test_nested_windows_in_one_pass_equal_each_window_alone():
+    rng = np.random.default_rng(6)
+    survivors = pool(rng, 20)
+    draws = rng.integers(0, MOD, 600)
+    params = random_params(rng)
+    values, valid = stream(survivors, survivors.skip_min, 0, 600 + params["max_offset"], MOD)
+    short, long = features_at(values, valid, draws, params, MOD, (350, 600))
+    assert np.allclose(short, features(values, valid, draws[:350], params, MOD))
+    assert np.allclose(long, features(values, valid, draws, params, MOD))

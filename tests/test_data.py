@@ -58,7 +58,8 @@ def test_json_survivors_and_draw_objects(root):
     job = job_for(root, sample_size=3, survivors=write(root, "s.json", seeds),
                   train_history=write(root, "t.json", [{"draw": d} for d in (1, 2, 3)]),
                   holdout_history=write(root, "h.json", [4]))
-    ds = load_dataset(dataclasses.replace(job, sample_size=2), root)
+    ds = load_dataset(dataclasses.replace(job, sample_size=2, evaluation=dataclasses.replace(job.evaluation,
+                                                                                             eval_size=2)), root)
     assert ds.seeds.tolist() == [5, 2**64 - 1]  # -1 is 2**64 - 1: one survivor, listed twice
     assert ds.survivors.duplicates == 1
     assert ds.train.tolist() == [1, 2, 3] and ds.holdout.tolist() == [4]

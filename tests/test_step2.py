@@ -17,6 +17,7 @@ from coordinator.study import Study, storage_path
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PY = str(Path(sys.executable))
+EVALUATION = ("--replicates", "2", "--eval-size", "400", "--nulls", "100")  # the small demo's pool holds ~900
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
     head_inventory(tmp_path)
     proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "10",
-                       "--sample-size", "200", "--study", "s10", "--no-tui")
+                       "--sample-size", "200", *EVALUATION, "--study", "s10", "--no-tui")
     out = finish(proc)
     assert proc.returncode == 0, out
     trials = tmp_path / "runs" / "s10" / "trials"
@@ -74,7 +75,7 @@ def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
 def test_resume_after_sigkill_completes_without_rerunning(tmp_path: Path, planted: Path):
     head_inventory(tmp_path)
     proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "12",
-                       "--sample-size", "200", "--study", "sk", "--no-tui", start_new_session=True)
+                       "--sample-size", "200", *EVALUATION, "--study", "sk", "--no-tui", start_new_session=True)
     trials = tmp_path / "runs" / "sk" / "trials"
     journal = tmp_path / storage_path("sk")
 

@@ -42,13 +42,12 @@ class Alignment:
         return cls(base, np.where(reverse, -k1, k1), ~reverse)
 
     def valid(self, first: int, count: int) -> np.ndarray | None:
-        """(n, count): which of draws first..first+count-1 carry evidence; None when all of them do."""
-        last = self.base + self.stride * (first + count - 1)
-        start = self.base + self.stride * first
-        if np.all(~self.forward | (np.minimum(start, last) >= 1)):
+        """(n, count): which of draws first..first+count-1 carry evidence; None when all of them do.
+        A forward survivor's steps grow with j, so its evidence starts at its first draw of step >= 1."""
+        starts = np.where(self.forward, -((self.base - 1) // self.stride), first)  # ceil((1 - base) / stride)
+        if np.all(starts <= first):
             return None
-        steps = self.base[:, None] + self.stride[:, None] * np.arange(first, first + count)
-        return ~self.forward[:, None] | (steps >= 1)
+        return np.arange(first, first + count) >= starts[:, None]
 
 
 def stream(survivors: Survivors, skip: np.ndarray, first: int, count: int,
@@ -69,7 +68,7 @@ def stream(survivors: Survivors, skip: np.ndarray, first: int, count: int,
 def agreements(values: np.ndarray, valid: np.ndarray | None, draws: np.ndarray) -> np.ndarray:
     """Exact agreements of each row with the draws, over the draws that carry evidence."""
     agree = values == draws
-    return np.count_nonzero(agree if valid is None else agree & valid, axis=1)
+    return (agree if valid is None else agree & valid).sum(axis=1, dtype=np.int32)
 
 
 def choose_skips(survivors: Survivors, draws: np.ndarray, first: int, mod: int) -> np.ndarray:

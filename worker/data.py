@@ -99,11 +99,17 @@ def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> 
     paths = {role: resolve_inside(root, ref.path) for role, ref in trial.data.items()}
     pool, train, holdout = (_load(role, paths[role], trial.data[role].sha256, cache)
                             for role in ("survivors", "train_history", "holdout_history"))
+    pool = pool.of_family(trial.prng_type, paths["survivors"])
     if len(pool) == 0:
         raise ContractError(paths["survivors"], "seeds", "the survivor pool is empty")
     if trial.sample_size > len(pool):
         raise ContractError(paths["survivors"], "seeds",
                             f"sample_size {trial.sample_size} is larger than the pool of {len(pool)} survivors")
+    ev = trial.evaluation
+    if ev.replicates * ev.eval_size > len(pool):
+        raise ContractError(paths["survivors"], "seeds", f"the evaluation needs {ev.replicates * ev.eval_size:,}"
+                            f" survivors ({ev.replicates} replicates x eval_size {ev.eval_size}), the pool has"
+                            f" {len(pool):,}: lower the replicates or the eval size")
     _check_draws(paths["train_history"], train, trial.mod)
     _check_draws(paths["holdout_history"], holdout, trial.mod)
     if len(holdout) == 0:
@@ -112,4 +118,4 @@ def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> 
         raise ContractError(paths["train_history"], "draws",
                             f"{len(train)} train draws leave nothing to fit features on: the newest "
                             f"{len(holdout)} (as many as the holdout) are the fit's target")
-    return Dataset(pool.of_family(trial.prng_type, paths["survivors"]), train, holdout, paths)
+    return Dataset(pool, train, holdout, paths)

@@ -263,7 +263,8 @@ class Cluster:
         time limit; options go to coordinator()."""
         (self.root / "rigs.toml").write_text(inventory or rigs_toml(self.rigs))
         return self.coordinator("step2", "--rigs", "rigs.toml", "--data", str(self.data), "--trials", str(trials),
-                                "--sample-size", str(SAMPLE_SIZE), "--study", STUDY, "--trial-timeout",
+                                "--sample-size", str(SAMPLE_SIZE), "--replicates", "2", "--eval-size",
+                                str(3 * SAMPLE_SIZE), "--nulls", "50", "--study", STUDY, "--trial-timeout",
                                 f"{timeout_s:g}", "--no-tui", *extra, **options)
 
     def finish(self, run: Run, expect: int = 0) -> str:

@@ -21,6 +21,7 @@ from coordinator.transport import Process
 from coordinator.transport.ssh import SshTransport
 from tests.faults.helpers import SAMPLE_SIZE, FaultSummary, cluster_at
 from worker import protocol
+from worker.contract import Evaluation
 from worker.params import SEARCH_SPACE, Choice
 
 RUN_ID = "r-hostile"
@@ -62,7 +63,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, data: Path, faults_summary:
             ready = json.loads(proc.read_line(180) or "{}")
             assert ready.get("event") == "ready", ready
             settings = RunSettings("h", RUN_ID, ready["code_hash"], dataset.prng_type, dataset.mod, SAMPLE_SIZE,
-                                   30.0, dataset.refs)
+                                   30.0, dataset.refs, Evaluation(1, SAMPLE_SIZE, 20, "spearman_rho"))
             params = {k: d.options[0] if isinstance(d, Choice) else d.low for k, d in SEARCH_SPACE.items()}
             yield Worker(transport, proc, world.workdir("rig"), settings.job(1, params, 1).to_dict(),
                          root / "pwned")
