@@ -1,6 +1,6 @@
-"""A study's data on the head: the operator's folder found and read, a copy staged beside the
-study's archive (what the rigs receive), and the whole set loaded once exactly as a worker will load
-it, so bad input stops before any trial goes out, with an error that names the operator's file."""
+"""A study's data on the head: the operator's folder found and read, the whole set loaded once exactly
+as a worker will load it (so bad input stops before anything is created, with an error that names the
+operator's file), and a copy staged beside the study's archive, the record of what the study used."""
 
 from __future__ import annotations
 
@@ -32,7 +32,11 @@ class DataSet:
     @property
     def refs(self) -> dict[str, DataRef]:
         """Where each file lives in a work directory, with its content hash."""
-        return {role: DataRef(protocol.data_path(path.name), sha256_file(path)) for role, path in self.files.items()}
+        refs = {}
+        for role, path in self.files.items():
+            digest = sha256_file(path)
+            refs[role] = DataRef(protocol.data_path(digest, path.name), digest)
+        return refs
 
 
 def load_data_dir(directory: Path, prng_type: str | None = None, mod: int | None = None) -> DataSet:
@@ -76,7 +80,7 @@ def check_sources(sources: dict[str, Path], digests: dict[str, str]) -> None:
 
 
 def stage(sources: dict[str, Path], stage_dir: Path) -> None:
-    """Copy the run's data beside its archive: what the head validates and pushes, kept with the run."""
+    """Copy the run's data beside its archive, kept with the study (the report reads its pool there)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     for path in sources.values():
         target = stage_dir / path.name
@@ -86,13 +90,12 @@ def stage(sources: dict[str, Path], stage_dir: Path) -> None:
             os.replace(tmp, target)
 
 
-def validate_on_head(payload: contract.TrialPayload, root: Path, sources: dict[str, Path]) -> int:
-    """Load the data exactly as a worker would, before any trial goes out: bad input stops here, with
-    an error that names the operator's file, not the run's staged copy of it. Returns the pool size."""
-    from worker.data import load_dataset
+def validate_on_head(payload: contract.TrialPayload, sources: dict[str, Path]) -> int:
+    """Load the operator's files exactly as a worker will load their copies, before anything is created
+    or sent: bad input stops here, with an error that names the operator's file. Returns the pool size."""
+    from worker.data import load_files
 
-    staged = {str(contract.resolve_inside(root, ref.path)): sources[role] for role, ref in payload.data.items()}
     try:
-        return len(load_dataset(payload, root).seeds)
+        return len(load_files(payload, sources).seeds)
     except contract.ContractError as exc:
-        raise DataError(f"{staged.get(exc.source, exc.source)}: field '{exc.field}': {exc.problem}") from exc
+        raise DataError(str(exc)) from exc

@@ -99,7 +99,7 @@ class ScriptSlot:
         try:
             done = self.transport.run(argv, timeout=job.timeout_s, env=self.rig.slot_env(self.index))
         except TransportError as exc:
-            return Outcome(False, reason=exc.reason, detail=str(exc))
+            return Outcome(False, reason=exc.reason, detail=exc.detail)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
             return Outcome(False, reason=Reason.EXIT, detail=f"exit {done.returncode}: {tail[0][:300]}")

@@ -13,6 +13,8 @@ from worker import contract
 from worker.contract import DataRef, Job, TrialPayload
 from worker.files import write_json_atomic
 
+OPTIMAL_CONFIG = "optimal_scorer_config.json"  # where Steps 3-6 read the optimum, unless told otherwise
+
 
 def new_run_id() -> str:
     """Unique per coordinator run: result files are scoped by it, so stale ones never match."""

@@ -69,7 +69,7 @@ def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
     assert ctx["survivor_coverage"]["unique_seen"] > 200
     study = Study("s10", tmp_path / storage_path("s10"), seed=0, create=False, writer=False)
     assert sorted(t.value for t in study.trials()) == sorted(r["accuracy"] for r in finals.values())
-    assert (tmp_path / "jobs" / "s10" / "trial_0009.json").is_file()
+    assert (tmp_path / "jobs" / "s10" / ctx["run_id"] / "trial_0009.a1.json").is_file()  # every attempt's job
 
 
 @pytest.mark.slow
