@@ -101,7 +101,7 @@ def test_unknown_host_key_is_refused_with_how_to_trust_it(outcast: Outcast, requ
     line = left_out(outcast, "unknown", request.node.nodeid)
     server, rig = outcast.cluster.servers["unknown"], outcast.cluster.rig("unknown")
     assert "host-key" in line and "never trusted automatically" in line and server.fingerprint in line
-    assert f"ssh-keyscan -p {server.port} {server.addr} >> {rig.known_hosts}" in line
+    assert f"ssh-keyscan -H -p {server.port} {server.addr} >> {rig.known_hosts}" in line
     assert untouched(outcast)
 
 
