@@ -149,6 +149,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from coordinator.dashboard import journal_of, serve
+    from coordinator.interrupt import StopSignals
     from coordinator.report import ReportError
 
     try:
@@ -159,9 +160,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     print(f"study {name} ({journal}, read-only) at http://{args.host}:{args.port}/dashboard; Ctrl-C stops",
           flush=True)
     try:
-        serve(journal, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+        with StopSignals() as stop:
+            serve(journal, args.host, args.port, stop.reason)
     except OSError as exc:  # the port is taken, say
         print(f"coordinator dashboard: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
