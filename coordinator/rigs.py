@@ -14,7 +14,7 @@ from coordinator.deploy import DeployError, deploy
 from coordinator.events import one_line
 from coordinator.health import preflight
 from coordinator.inventory import Rig
-from coordinator.transport import Transport, connect
+from coordinator.transport import Transport, TransportError, connect
 
 
 class RigsError(RuntimeError):
@@ -61,9 +61,10 @@ def open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> OpenRigs:
         except Exception as exc:  # noqa: BLE001 - whatever goes wrong, this rig is left out with why
             if transport is not None:
                 transport.close()
+            why = f"{exc.reason}: {exc.detail}" if isinstance(exc, TransportError) else str(exc)  # rig named once
             with lock:
-                opened.excluded[rig.name] = str(exc)
-                print(f"rig {rig.name} left out of the run: {exc}", file=out, flush=True)
+                opened.excluded[rig.name] = why
+                print(f"rig {rig.name} left out of the run: {one_line(why)}", file=out, flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, len(rigs))) as pool:
         list(pool.map(open_one, rigs))
