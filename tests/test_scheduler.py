@@ -125,8 +125,9 @@ def test_a_failing_rig_is_quarantined_and_its_running_attempts_come_back():
 
 def test_a_rig_that_cannot_start_loses_no_task():
     source = ListSource(5)
-    summary, _ = run(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "nostart")])
-    assert summary.complete == 5 and summary.lost_slots == 1
+    summary, _ = run(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "nostart"), FakeSlot(RIG_A, 1, "nostart")])
+    assert summary.complete == 5 and summary.lost_slots == 2
+    assert summary.rigs_out == {"a": "no slot started, the last: connection refused"}  # the rig is out, and why
 
 
 def test_a_retry_waits_for_a_head_slot_still_starting():
