@@ -78,24 +78,32 @@ def _print_step2(result: Step2Result) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from coordinator.interrupt import StopSignals
     from coordinator.script_jobs import run_jobs
     from worker.contract import ContractError
 
     out_dir = args.out or Path("runs") / f"jobs_{args.jobs_file.stem}_{int(time.time())}"
-    try:
-        with view_for(args.no_tui) as view:
-            summary, outcomes, excluded = run_jobs(args.rigs, args.jobs_file, out_dir, view, max_attempts=args.attempts,
-                                                   quarantine_after=args.quarantine_after,
-                                                   require_all_rigs=args.require_all_rigs)
-    except (ContractError, ValueError, RuntimeError) as exc:
-        print(f"coordinator run: {exc}", file=sys.stderr)
-        return 2
+    with StopSignals() as stop:
+        try:
+            with view_for(args.no_tui) as view:
+                summary, outcomes, excluded = run_jobs(
+                    args.rigs, args.jobs_file, out_dir, view, max_attempts=args.attempts,
+                    quarantine_after=args.quarantine_after, require_all_rigs=args.require_all_rigs,
+                    stop_requested=stop.reason)
+        except KeyboardInterrupt:
+            print("coordinator run: stopped at once (a second signal)", file=sys.stderr)
+            return stop.exit_status
+        except (ContractError, ValueError, RuntimeError) as exc:
+            print(f"coordinator run: {exc}", file=sys.stderr)
+            return 2
     print(f"jobs: complete={summary.complete} failed={summary.failed} retried={summary.retried}"
           f" unfinished={summary.unfinished}; outputs and summary.json in {out_dir}")
     for rig, why in {**excluded, **summary.rigs_out}.items():
         print(f"  rig {rig} out: {one_line(why)}")
     if summary.stopped:
         print(f"stopped: {one_line(summary.stopped)}")
+    if stop.signum is not None:
+        return stop.exit_status
     return 0 if summary.failed == 0 and summary.unfinished == 0 and summary.complete == len(outcomes) else 1
 
 

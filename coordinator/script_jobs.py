@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -139,8 +140,9 @@ class JobsSource:
 
 
 def run_jobs(rigs_file: Path, jobs_file: Path, out_dir: Path, watcher: Watcher, *, max_attempts: int = 2,
-             quarantine_after: int = 3, require_all_rigs: bool = False,
-             out: TextIO = sys.stdout) -> tuple[Summary, dict[str, dict[str, Any]], dict[str, str]]:
+             quarantine_after: int = 3, require_all_rigs: bool = False, out: TextIO = sys.stdout,
+             stop_requested: Callable[[], str | None] = lambda: None,
+             ) -> tuple[Summary, dict[str, dict[str, Any]], dict[str, str]]:
     """Run the jobs; their summary, each job's outcome, and the rigs left out at the start with why."""
     jobs = load_jobs_file(jobs_file)
     rigs = load_inventory(rigs_file)
@@ -152,8 +154,8 @@ def run_jobs(rigs_file: Path, jobs_file: Path, out_dir: Path, watcher: Watcher, 
              for i in range(r.slots)]
     started = time.time()
     try:
-        summary = Scheduler(source, slots, watcher, max_attempts=max_attempts,
-                            quarantine_after=quarantine_after).run()
+        summary = Scheduler(source, slots, watcher, max_attempts=max_attempts, quarantine_after=quarantine_after,
+                            stop_requested=stop_requested).run()
     finally:
         opened.close()
     write_json_atomic(out_dir / "summary.json", {
