@@ -45,4 +45,4 @@ bench: data
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) data jobs/*/ runs optuna_studies optimal_scorer_config.json
+	rm -rf $(VENV) data jobs/*/ runs optuna_studies optimal_scorer_config.json optimal_scorer_config.*.json

@@ -110,7 +110,7 @@ def old_dispatch(rig: Rig, job: Job) -> float:
            "-p", str(rig.port), f"{rig.user}@{rig.host}"]
     env = " ".join(shlex.quote(f"{k}={v}") for k, v in {**rig.env, "PYTHONPATH": "code"}.items())
     workdir = shlex.quote(rig.workdir)
-    job_file = contract.job_path(job.study, job.trial_id)
+    job_file = job.path
     run = f"cd {workdir} && env {env} {shlex.quote(rig.python)} -m worker run {job_file}"
     start = time.monotonic()
     subprocess.run([*ssh, run], check=True, capture_output=True, timeout=300)
@@ -147,7 +147,7 @@ def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, An
         for repeat in range(repeats):
             settings = replace(lb.settings, run_id=new_run_id())
             job = settings.job(repeat, HEAVIEST, 1)
-            transport.put_bytes(json.dumps(job.to_dict()).encode(), contract.job_path(job.study, job.trial_id))
+            transport.put_bytes(json.dumps(job.to_dict()).encode(), job.path)
             old.append(old_dispatch(transport.rig, job))
             told = gaps(study_source(lb, study, trials + 1))
             overheads += told

@@ -1,12 +1,11 @@
-"""A study's data on the head: the operator's folder found and read, a copy staged beside the
-study's archive (what the rigs receive), and the whole set loaded once exactly as a worker will load
-it, so bad input stops before any trial goes out, with an error that names the operator's file."""
+"""A study's data on the head: the operator's folder found and read, the whole set loaded once exactly
+as a worker will load it (so bad input stops before anything is created, with an error that names the
+operator's file), and a copy staged beside the study's archive, the record of what the study used."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,11 @@ class DataSet:
     @property
     def refs(self) -> dict[str, DataRef]:
         """Where each file lives in a work directory, with its content hash."""
-        return {role: DataRef(protocol.data_path(path.name), sha256_file(path)) for role, path in self.files.items()}
+        refs = {}
+        for role, path in self.files.items():
+            digest = sha256_file(path)
+            refs[role] = DataRef(protocol.data_path(digest, path.name), digest)
+        return refs
 
 
 def load_data_dir(directory: Path, prng_type: str | None = None, mod: int | None = None) -> DataSet:
@@ -150,45 +153,30 @@ def check_sources(sources: dict[str, Path], digests: dict[str, str]) -> None:
 
 
 @dataclass(frozen=True)
-class Staged:
+class Checked:
     pool: int  # survivors in the pool, repeats counted once
     duplicates: int  # rows of the survivors file that repeat an earlier survivor
     hybrid: int  # variable-skip survivors, scored at their best constant skip
 
 
-def stage(payload: contract.TrialPayload, sources: dict[str, Path], run_dir: Path) -> Staged:
-    """The run's data copied to run_dir/data/ (what the rigs receive, kept with the run) and loaded there
-    exactly as a worker will load it. Bad input stops here, before any trial goes out, with an error
-    that names the operator's file, and leaves nothing behind: the copy is made and checked in a
-    staging folder and only then put in place."""
-    final = run_dir / "data"
-    if all((final / path.name).is_file() and sha256_file(final / path.name) == payload.data[role].sha256
-           for role, path in sources.items()):
-        return _validate(payload, run_dir, sources)
-    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # ours to remove if empty
-    staging = run_dir / f".staging-{secrets.token_hex(4)}"
+def stage(sources: dict[str, Path], stage_dir: Path) -> None:
+    """Copy the run's data beside its archive, kept with the study (the report reads its pool there)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    for path in sources.values():
+        target = stage_dir / path.name
+        if not target.exists() or sha256_file(target) != sha256_file(path):
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+
+
+def validate_on_head(payload: contract.TrialPayload, sources: dict[str, Path]) -> Checked:
+    """Load the operator's files exactly as a worker will load their copies, before anything is created
+    or sent: bad input stops here, with an error that names the operator's file."""
+    from worker.data import load_files
+
     try:
-        (staging / "data").mkdir(parents=True)
-        for path in sources.values():
-            shutil.copyfile(path, staging / "data" / path.name)
-        staged = _validate(payload, staging, sources)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging / "data", final)
-        return staged
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in made:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-
-
-def _validate(payload: contract.TrialPayload, root: Path, sources: dict[str, Path]) -> Staged:
-    from worker.data import load_dataset
-
-    staged = {str(contract.resolve_inside(root, ref.path)): sources[role] for role, ref in payload.data.items()}
-    try:
-        survivors = load_dataset(payload, root).survivors
+        survivors = load_files(payload, sources).survivors
     except contract.ContractError as exc:
-        raise DataError(f"{staged.get(exc.source, exc.source)}: field '{exc.field}': {exc.problem}") from exc
-    return Staged(len(survivors), survivors.duplicates, int(survivors.hybrid.sum()))
+        raise DataError(str(exc)) from exc
+    return Checked(len(survivors), survivors.duplicates, int(survivors.hybrid.sum()))

@@ -14,6 +14,8 @@ from worker import contract
 from worker.contract import DataRef, Evaluation, Job, TrialPayload
 from worker.files import write_json_atomic
 
+OPTIMAL_CONFIG = "optimal_scorer_config.json"  # where Steps 3-6 read the optimum, unless told otherwise
+
 # The estimate's design, chosen by measurement (docs/BENCHMARKS.md, chapter 3): four networks, each
 # trained on the proposal's 450 survivors and judged on 1,500 of its own.
 DEFAULT_EVALUATION = Evaluation(replicates=4, eval_size=1500, nulls=200, objective="spearman_rho")

@@ -29,7 +29,8 @@ def job_dict(**changes) -> dict:
 
 def test_a_valid_job_round_trips():
     job = contract.parse_job(job_dict())
-    assert job.trial_number == 3 and job.result_path == "results/r1/trial_0003.a1.json"
+    assert job.trial_number == 3 and job.result_path == "results/scorer_meta_opt_1/r1/trial_0003.a1.json"
+    assert job.path == "jobs/scorer_meta_opt_1/r1/trial_0003.a1.json"
     assert contract.parse_job(job.to_dict()) == job
 
 
@@ -147,7 +148,7 @@ def test_code_hash_changes_with_any_worker_file(tmp_path: Path):
 def test_read_json_names_the_file(tmp_path: Path):
     bad = tmp_path / "job.json"
     bad.write_text("{")
-    with pytest.raises(contract.ContractError, match="job.json: field '<file>': not valid JSON"):
+    with pytest.raises(contract.ContractError, match="job.json: not valid JSON"):
         contract.read_json(bad)
     with pytest.raises(contract.ContractError, match="cannot read"):
         contract.read_json(tmp_path / "missing.json")
@@ -156,7 +157,7 @@ def test_read_json_names_the_file(tmp_path: Path):
 def test_a_confirmation_is_seeded_apart_from_every_trial():
     job = contract.parse_job(job_dict(kind="step2_confirm", trial_id="confirm_0003"))
     trial = contract.parse_job(job_dict())
-    assert job.kind == "step2_confirm" and job.result_path == "results/r1/confirm_0003.a1.json"
+    assert job.kind == "step2_confirm" and job.result_path == "results/scorer_meta_opt_1/r1/confirm_0003.a1.json"
     assert job.payload.seed != trial.payload.seed and trial.payload.seed == [3]
     assert {job.payload.net_seed(k) for k in range(3)}.isdisjoint({trial.payload.net_seed(k) for k in range(3)})
     assert contract.parse_job(job.to_dict()) == job

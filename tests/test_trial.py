@@ -62,7 +62,7 @@ def test_unknown_prng(one_seed):
     job = dataclasses.replace(job, payload=dataclasses.replace(job.payload, prng_type="rand48"))
     with pytest.raises(ContractError) as err:
         run_trial(job, one_seed)
-    assert err.value.field == "prng.type" and err.value.source == "jobs/bench/trial_0000.json"
+    assert err.value.field == "prng.type" and err.value.source == job.path == "jobs/bench/bench/trial_0000.a1.json"
 
 
 def test_out_of_range_parameter(one_seed):

@@ -47,11 +47,12 @@ class Status(StrEnum):
 
 
 class ContractError(ValueError):
-    """A job or result file that breaks the contract; the message names the file and field."""
+    """A job or result file that breaks the contract; the message names the file and field (a field
+    in angle brackets, `<file>` or `<root>`, stands for the whole file and is not named)."""
 
     def __init__(self, source: str | os.PathLike[str], field: str, problem: str):
         self.source, self.field, self.problem = str(source), field, problem
-        super().__init__(f"{source}: field '{field}': {problem}")
+        super().__init__(f"{source}: {problem}" if field.startswith("<") else f"{source}: field '{field}': {problem}")
 
 
 @dataclass(frozen=True)
@@ -239,15 +240,15 @@ class Job:
     @property
     def path(self) -> str:
         """The job file, relative to a work directory."""
-        return protocol.job_path(self.study, self.trial_id)
+        return protocol.job_path(self.study, self.run_id, self.trial_id, self.attempt)
 
     @property
     def result_path(self) -> str:
-        return protocol.result_path(self.run_id, self.trial_id, self.attempt)
+        return protocol.result_path(self.study, self.run_id, self.trial_id, self.attempt)
 
     @property
     def log_path(self) -> str:
-        return protocol.log_path(self.run_id, self.trial_id, self.attempt)
+        return protocol.log_path(self.study, self.run_id, self.trial_id, self.attempt)
 
     def identity(self) -> dict[str, Any]:
         return {"study": self.study, "run_id": self.run_id, "trial_id": self.trial_id, **self.payload.identity(),
@@ -265,6 +266,11 @@ def trial_id(number: int) -> str:
 
 def confirm_id(number: int) -> str:
     return f"confirm_{number:04d}"
+
+
+def is_safe_name(value: Any) -> bool:
+    """Whether value may name a study or a run: it becomes a folder name in every work directory."""
+    return isinstance(value, str) and bool(_SAFE_NAME.match(value))
 
 
 def safe_relpath(source: str | os.PathLike[str], field: str, value: Any) -> str:
@@ -361,7 +367,7 @@ def partial_identity(obj: Any) -> dict[str, Any] | None:
         return None
     names = [obj.get(k) for k in ("study", "run_id", "trial_id")]
     attempt = obj.get("attempt")
-    if not all(isinstance(n, str) and _SAFE_NAME.match(n) for n in names) or not _TRIAL_ID.match(names[2]):
+    if not all(is_safe_name(n) for n in names) or not _TRIAL_ID.match(names[2]):
         return None
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         return None

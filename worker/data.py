@@ -96,7 +96,12 @@ def _check_draws(path: Path, draws: np.ndarray, mod: int) -> None:
 def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> Dataset:
     """The trial's three files, resolved inside root, hash-checked, parsed and validated against the
     trial's modulus and sample size."""
-    paths = {role: resolve_inside(root, ref.path) for role, ref in trial.data.items()}
+    return load_files(trial, {role: resolve_inside(root, ref.path) for role, ref in trial.data.items()}, cache)
+
+
+def load_files(trial: TrialPayload, paths: dict[str, Path], cache: dict | None = None) -> Dataset:
+    """The trial's files at these paths (role -> file), checked as `load_dataset` checks them: how the
+    head checks the operator's own files before any job names their copies."""
     pool, train, holdout = (_load(role, paths[role], trial.data[role].sha256, cache)
                             for role in ("survivors", "train_history", "holdout_history"))
     pool = pool.of_family(trial.prng_type, paths["survivors"])

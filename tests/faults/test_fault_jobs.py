@@ -128,9 +128,9 @@ def test_hostile_job_is_refused(worker: Worker, faults_summary: FaultSummary, re
     log = f"logs/h/{case}.log"
     answer = worker.ask({"job": JOB, "timeout_s": 30, "log": log})
     assert answer["event"] == "done" and answer["exit"] == 2, answer
-    result = worker.workdir / protocol.result_path(RUN_ID, "trial_0001", job["attempt"])
+    result = worker.workdir / protocol.result_path("h", RUN_ID, "trial_0001", job["attempt"])
     said = json.loads(result.read_text())["error"] if result.exists() else (worker.workdir / log).read_text()
     assert refusal in said, said
     assert not worker.marker.exists()
-    assert [p.name for p in (worker.workdir / "results").glob("*")] in ([], [RUN_ID])  # no result elsewhere
+    assert [p.name for p in (worker.workdir / "results").glob("*/*")] in ([], [RUN_ID])  # no result elsewhere
     faults_summary.report(request.node.nodeid, worker.workdir, 0)
