@@ -40,9 +40,10 @@ class Archive:
         os.replace(link, final_path)
         return final_path
 
-    def finals(self) -> dict[str, dict[str, Any]]:
+    def finals(self, kind: str = "trial") -> dict[str, dict[str, Any]]:
+        """Each task's final record by its id: the trials', or ("confirm") the confirmations'."""
         out = {}
-        for path in sorted(self.dir.glob("trial_*.json")):
+        for path in sorted(self.dir.glob(f"{kind}_*.json")):
             if path.stem.count(".") == 0:
                 out[path.stem] = json.loads(path.read_text())
         return out
