@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="summarise a study: best trial, accuracy spread, rigs, failures, coverage,"
                                       " parameter importance; plots in runs/<study>/report/")
     p.add_argument("study", nargs="?", help="study name (default: the newest in optuna_studies/)")
-    p.add_argument("--null", metavar="STUDY", help="a null-data study whose best the study's best must beat")
+    p.add_argument("--null", metavar="STUDY", help="a null-data study of the same pool, sample size, draws and"
+                   " evaluation: the two distributions of values are compared")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("dashboard", help="serve a study in optuna-dashboard (a web page over its journal, read-only)")
