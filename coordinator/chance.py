@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from coordinator.study import TrialRecord
 
 ALPHA = 0.01
+FLOOR = 1e-15  # smaller p-values are written as below it
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,20 @@ class Verdict:
     def words(self) -> str:
         if self.p_value is None:
             return f"no chance level: no complete trial reports one for {self.objective}"
+        trials = f"{self.trials} trial{'' if self.trials == 1 else 's'}"
         if self.signal:
-            return f"signal (p = {self.p_value:.2g} for the best of {self.trials} trials)"
-        return (f"no evidence of signal: the best ({self.best:.4f}) is what chance gives for {self.trials} trials"
-                f" (p = {self.p_value:.2g})")
+            return f"signal ({_p(self.p_value)} for the best of {trials})"
+        return (f"no evidence of signal: the best ({self.best:.4f}) is what chance gives for {trials}"
+                f" ({_p(self.p_value)})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"objective": self.objective, "best": self.best, "trial": self.trial, "trials": self.trials,
                 "p_value": self.p_value, "alpha": self.alpha, "signal": self.signal, "words": self.words()}
+
+
+def _p(p: float) -> str:
+    """A p-value in words: below FLOOR the normal approximation's tail says only that it is tiny."""
+    return f"p < {FLOOR:.0e}" if p < FLOOR else f"p = {p:.2g}"
 
 
 def _upper(z: float) -> float:
@@ -62,7 +69,7 @@ def best_of(values: list[tuple[int, float, float, float]], objective: str) -> Ve
         if above >= 1.0:
             return Verdict(objective, best, trial, len(values), 1.0)
         log_below += math.log1p(-above)
-    return Verdict(objective, best, trial, len(values), -math.expm1(log_below))
+    return Verdict(objective, best, trial, len(values), max(0.0, -math.expm1(log_below)))
 
 
 def verdict(trials: list[TrialRecord], objective: str) -> Verdict:
