@@ -18,6 +18,7 @@ from coordinator.events import Event, EventKind, Watcher
 from coordinator.inventory import Rig, load_inventory
 from coordinator.outcome import Outcome
 from coordinator.resume import reattach
+from coordinator.rig_server import RigServer
 from coordinator.rigs import OpenRigs, open_rigs
 from coordinator.scheduler import Scheduler, Summary, Task
 from coordinator.settings import RunSettings, TrialSpec, new_run_id
@@ -184,9 +185,15 @@ def _trials_left(study: Study, target: int, pending: list[Task[TrialSpec]]) -> i
 
 def _schedule(source: Step2Source, rigs: list[Rig], opened: OpenRigs, watcher: Watcher, opts: Step2Options,
               code: str, pending: int) -> Summary:
-    """One warm slot per (rig, slot) of the rigs that opened, under the scheduler's policy."""
+    """One warm slot per (rig, slot) of the rigs that opened, forked from one server per rig, under the
+    scheduler's policy."""
     watcher.notify(Event(EventKind.PLANNED, value=source.left + pending))
-    slots = [WarmSlot(opened.transports[rig.name], i, lambda task, r=rig: source.build(task, r), code)
-             for rig in rigs if rig.name in opened.transports for i in range(rig.slots)]
-    return Scheduler(source, slots, watcher, max_attempts=opts.max_attempts,
-                     quarantine_after=opts.quarantine_after).run()
+    servers = {name: RigServer(transport, code, source.settings.data) for name, transport in opened.transports.items()}
+    slots = [WarmSlot(servers[rig.name], i, lambda task, r=rig: source.build(task, r))
+             for rig in rigs if rig.name in servers for i in range(rig.slots)]
+    try:
+        return Scheduler(source, slots, watcher, max_attempts=opts.max_attempts,
+                         quarantine_after=opts.quarantine_after).run()
+    finally:
+        for server in servers.values():
+            server.close()

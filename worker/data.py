@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.contract import ContractError, TrialPayload, resolve_inside
+from worker.contract import ContractError, DataRef, TrialPayload, resolve_inside
 from worker.files import sha256_file
 
 
@@ -128,3 +128,10 @@ def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> 
                             f"{len(train)} train draws leave nothing to fit features on: the newest "
                             f"{len(holdout)} (as many as the holdout) are the fit's target")
     return Dataset(seeds, train, holdout, paths)
+
+
+def preload(refs: dict[str, DataRef], root: Path, cache: dict) -> None:
+    """Parse these files (role -> ref) into a warm server's `cache` ahead of any trial, so the processes it
+    forks share them. Every trial still checks its own files against its job (load_dataset)."""
+    for role, ref in refs.items():
+        _load(role, resolve_inside(root, ref.path), ref.sha256, cache)
