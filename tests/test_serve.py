@@ -197,9 +197,11 @@ def test_a_killed_slot_server_is_forked_again_and_serves_on(tree: Tree):
     assert (to, gone) == (str(address), {"event": "slot-exit", "exit": -signal.SIGKILL})
     address, again = tree.open(0)
     assert again["pid"] != ready["pid"] and int(_stat(again["pid"])[1]) == tree.pid
+    assert wait_for(lambda: len(children(again["pid"])) == 1)
+    used = children(again["pid"])[0]
     assert tree.trial(address, 1)[0]["exit"] == 0
 
-    assert wait_for(lambda: len(children(again["pid"])) == 1)
+    assert wait_for(lambda: len(children(again["pid"])) == 1 and used not in children(again["pid"]))
     trial = children(again["pid"])[0]
     os.kill(trial, signal.SIGSTOP)  # the spare: the next trial will hang in it
     job = make_job(tree.root, HEAVIEST, trial_number=2, sample_size=20)

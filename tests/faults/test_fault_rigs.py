@@ -3,16 +3,10 @@ one whose workdir fills up. Each failed attempt is retried on the head; nothing 
 
 from __future__ import annotations
 
-from tests.faults.helpers import WAIT_S, Cluster, blocked_in_fifo_open, cut_connections
+from tests.faults.helpers import WAIT_S, Cluster, blocked_in_fifo_open, cut_connections, failures_on
 from tests.sshd import wait_for
 
 TRIALS = 8
-
-
-def failures_on(trials: dict, rig: str) -> dict[int, list[dict]]:
-    """trial number -> the failed attempts the rig made of it."""
-    found = {n: [f for f in t.attrs.get("failures", []) if f["rig"] == rig] for n, t in trials.items()}
-    return {n: failures for n, failures in found.items() if failures}
 
 
 def test_rig_that_dies_mid_trial_is_left_out(cluster: Cluster) -> None:

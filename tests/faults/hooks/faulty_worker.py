@@ -7,8 +7,8 @@ second attempt the second, and so on; each hit leaves `faults/hit-<fault>` in th
 attempt pid") so a test knows which trial it hit.
 STEP2_FAULT_BARRIER ("folder:count") holds the worker's "ready" until `count` workers are ready, so
 every slot takes its first trial at the same moment, however unevenly the machine starts them.
-STEP2_FAULT_FORK ("slot:N", "trial:N", comma-separated) makes the rig's first N forks of a slot server
-(by the rig's server) or of a trial's process (by a slot server) fail as a process limit would (EAGAIN).
+STEP2_FAULT_FORK ("slot@N", "trial@N", comma-separated) makes the rig's Nth fork of a slot server (by the
+rig's server) or of a trial's process (by a slot server) fail as a process limit would (EAGAIN).
 Each warm-up (the imports, once per rig server) leaves `faults/hit-warm-up.<pid>`; with STEP2_FAULT_GPU_LOG
 set, each trial writes the GPU variables it sees to `faults/gpu-<trial_id>.a<attempt>` ("name=value" lines).
 Runs on the rig, so it needs only the worker's own dependencies.
@@ -17,6 +17,7 @@ Runs on the rig, so it needs only the worker's own dependencies.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import signal
 import sys
@@ -31,13 +32,14 @@ from worker.files import write_json_atomic
 
 PLAN = [fault for fault in os.environ.get("STEP2_FAULT", "").split(",") if fault]
 BARRIER = os.environ.get("STEP2_FAULT_BARRIER", "")
-FORKS = {who: int(times) for who, _, times in (item.partition(":") for item in
-                                                os.environ.get("STEP2_FAULT_FORK", "").split(",") if item)}
+FAILING_FORKS = {(who, int(n)) for who, _, n in (item.partition("@") for item in
+                                                 os.environ.get("STEP2_FAULT_FORK", "").split(",") if item)}
 GPU_LOG = bool(os.environ.get("STEP2_FAULT_GPU_LOG"))
 GPU_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 STALE_RUN_ID = "r-earlier-run"
 STALE_ACCURACY = 0.987654  # a tempting value that must never reach the study
 LATE_GO = "faults/go"  # the test creates it when the late attempt's result should land
+HOLD_GO = "faults/go-hold"  # the test creates it when the held attempt should crash
 WAIT_S = 120.0  # the longest a late attempt or a barrier waits for its signal
 
 Outcome = tuple[dict | None, int]
@@ -95,6 +97,12 @@ def _late(run: Run, root: Path, job: Job) -> Outcome:
     return None, 1
 
 
+def _hold(run: Run, root: Path, job: Job) -> Outcome:
+    """The attempt waits for the test's word, then crashes."""
+    _wait((root / HOLD_GO).exists)
+    os._exit(3)
+
+
 def _drop(run: Run, root: Path, job: Job) -> Outcome:
     """The result is written, then swapped for a FIFO: the head's fetch blocks opening it, until the
     test, which sees it blocked, cuts the rig's connections."""
@@ -126,6 +134,7 @@ FAULTS: dict[str, Callable[[Run, Path, Job], Outcome]] = {
     "truncate": _truncate,
     "stale": _stale,
     "late": _late,
+    "hold": _hold,
     "drop": _drop,
     "fill": _fill,
 }
@@ -169,8 +178,11 @@ def faulty_execute(job_file: str, root: Path, own_hash: str, cache: dict | None 
 
 
 def _failing_forks(who: str) -> bool:
-    """Whether this fork of a `who` ("slot", "trial") is one of the rig's first FORKS[who], which fail."""
-    return any(_claim(Path(hit_path(f"fork-{who}.{n}")), f"{os.getpid()}\n") for n in range(FORKS.get(who, 0)))
+    """Whether this fork of a `who` ("slot", "trial"), numbered across the rig's processes, is to fail."""
+    if not any(kind == who for kind, _ in FAILING_FORKS):
+        return False
+    number = next(n for n in itertools.count(1) if _claim(Path(hit_path(f"fork-{who}.{n}")), f"{os.getpid()}\n"))
+    return (who, number) in FAILING_FORKS
 
 
 class SlotServer(rig_server._SlotServer):
