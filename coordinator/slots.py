@@ -1,7 +1,7 @@
 """A warm slot: one (rig, GPU) with a long-lived slot server behind it, forked from the rig's server
 (coordinator.rig_server).
 
-Per attempt: push the job file, send one request, wait for one "done", validate the result (its text
+Per attempt: send one request carrying the job file, wait for one "done", validate the result (its text
 sent in that line, or fetched) as the job's kind says. Everything that can go wrong comes back as an
 Outcome with a one-word reason; a slot server that died or hung is killed (its whole process group) and
 a new one is forked lazily before the next attempt (the rig's server, and with it its imports, only
@@ -85,8 +85,7 @@ class WarmSlot:
         proc = self.proc
         assert proc is not None
         try:
-            self.transport.put_bytes(json.dumps(job.to_dict(), indent=1).encode(), job.path)
-            proc.send(RunRequest(job.path, job.timeout_s, job.log_path))
+            proc.send(RunRequest(job.path, job.timeout_s, job.log_path, json.dumps(job.to_dict(), indent=1)))
             done = self._read_event(proc, job.timeout_s + FETCH_GRACE_S)
         except (ServerError, TransportError) as exc:
             self._drop(proc)

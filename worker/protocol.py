@@ -61,11 +61,14 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class RunRequest:
-    """Run the job file `job` (relative to the work directory) within `timeout_s`, logging to `log`."""
+    """Run the job file `job` (relative to the work directory) within `timeout_s`, logging to `log`.
+    `text`, when given, is the job file's content: the slot server writes it to `job` first, so a job
+    travels in its request rather than in a file transfer of its own."""
 
     job: str
     timeout_s: float
     log: str
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ def split_address(line: str) -> tuple[str, str]:
 
 
 def encode_request(request: RunRequest | Ping | OpenSlot | Preload) -> str:
-    return json.dumps(asdict(request))
+    return json.dumps({k: v for k, v in asdict(request).items() if v is not None})
 
 
 def decode_request(line: str) -> RunRequest | Ping:
@@ -162,7 +165,8 @@ def decode_request(line: str) -> RunRequest | Ping:
     obj = json.loads(line)
     if "ping" in obj:
         return Ping(obj["ping"])
-    return RunRequest(str(obj["job"]), float(obj["timeout_s"]), str(obj["log"]))
+    text = obj.get("text")
+    return RunRequest(str(obj["job"]), float(obj["timeout_s"]), str(obj["log"]), None if text is None else str(text))
 
 
 def decode_rig_request(line: str) -> OpenSlot | Preload:

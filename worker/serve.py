@@ -36,6 +36,7 @@ from pathlib import Path
 
 from worker import VERSION, contract, hugepages, protocol
 from worker.contract import Job
+from worker.files import write_atomic
 from worker.protocol import BadRequest, Done, Ping, Ready, RunRequest
 from worker.run import EXIT_FAILED, execute
 
@@ -113,9 +114,7 @@ def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> No
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        os.dup2(fd, 2)  # the server's logging handler writes to fd 2: now the log
         _, status = execute(request.job, root, own_hash, cache)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape a forked child
         words = repr(exc).encode()[:_LAST_WORDS]
@@ -253,11 +252,14 @@ class _Server:
             self.finished = None
         started = time.monotonic()
         try:
+            if request.text is not None:  # the job came in the request: its file is written here
+                write_atomic(contract.resolve_inside(self.root, job_file), request.text.encode(), durable=False)
+        except (OSError, contract.ContractError) as exc:
+            return _refused(job_file, started, f"cannot write the job file {job_file}: {exc}")
+        try:
             child = self.running = self._give(request)
         except OSError as exc:
-            _emit(Done(job=job_file, exit=EXIT_FAILED, timed_out=False, seconds=round(time.monotonic() - started, 4),
-                       error=f"cannot fork the trial's process: {exc}"))
-            return True
+            return _refused(job_file, started, f"cannot fork the trial's process: {exc}")
         job = _preload(job_file, self.root, self.cache)  # for the spares forked from now on
         report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
         self.running = None
@@ -322,6 +324,13 @@ class _Server:
                         spare_at = deadline  # no spare this trial: the next job forks its child itself
 
 
+def _refused(job_file: str, started: float, why: str) -> bool:
+    """The answer to a request no trial could start for."""
+    _emit(Done(job=job_file, exit=EXIT_FAILED, timed_out=False, seconds=round(time.monotonic() - started, 4),
+               error=why))
+    return True
+
+
 def _preload(job_file: str, root: Path, cache: dict) -> Job | None:
     """Parse the job's data into the server's cache so every later child inherits it; the job, if it
     is valid. Errors are left for the child, which reports them in the result file."""
@@ -356,6 +365,8 @@ def _result_text(root: Path, job: Job) -> str | None:
 def serve_slot(root: Path, own_hash: str, cache: dict) -> int:
     """Serve trials on stdin and stdout until stdin closes. Runs in a slot server forked from the rig's
     server, whose imports (and preloaded data, `cache`) it shares."""
+    logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,  # once, for every trial's log
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lines = Lines(sys.stdin.fileno())
     server = _Server(root, own_hash, lines, cache)
     _emit(Ready(pid=os.getpid(), pgid=os.getpgid(0), code_hash=own_hash, version=VERSION,

@@ -104,6 +104,12 @@ JOBS = {  # job field, value, what the refusal says: the job exits 2 and says wh
 }
 
 
+TEXTS = {  # where a request that carries its job's text asks for it to be written, and what the refusal says
+    "text-traversal": ("../../outside-job.json", "field 'job'"),
+    "text-through-a-link": ("jobs/elsewhere/trial_0001.json", "resolves outside"),
+}
+
+
 def _value(worker: Worker, value: str) -> str:
     return value.replace(PAYLOAD, worker.payload)
 
@@ -134,4 +140,20 @@ def test_hostile_job_is_refused(worker: Worker, faults_summary: FaultSummary, re
     assert refusal in said, said
     assert not worker.marker.exists()
     assert [p.name for p in (worker.workdir / "results").glob("*")] in ([], [RUN_ID])  # no result elsewhere
+    faults_summary.report(request.node.nodeid, worker.workdir, 0)
+
+
+@pytest.mark.parametrize("case", TEXTS)
+def test_job_text_is_never_written_outside_the_workdir(worker: Worker, faults_summary: FaultSummary,
+                                                       request: pytest.FixtureRequest, case: str) -> None:
+    path, refusal = TEXTS[case]
+    outside = worker.workdir.parent / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    link = worker.workdir / "jobs" / "elsewhere"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(outside)
+    answer = worker.ask({"job": path, "timeout_s": 30, "log": f"logs/h/{case}.log", "text": json.dumps(worker.job)})
+    assert isinstance(answer, BadRequest | Done) and answer.error and refusal in answer.error, answer
+    assert not list(outside.iterdir()) and not (worker.workdir.parent.parent / "outside-job.json").exists()
     faults_summary.report(request.node.nodeid, worker.workdir, 0)
