@@ -162,12 +162,12 @@ def collapse_supported() -> bool:
 
 @pytest.mark.skipif(not collapse_supported(), reason="the kernel cannot collapse memory into huge pages")
 def test_the_servers_hold_their_memory_in_huge_pages(tree: Tree):
-    # most of the ~250 MB that importing torch leaves behind: fork and exit walk 512x fewer page entries,
-    # in the rig server and in the slot servers that share its pages
+    # most of the ~250 MB that importing torch leaves behind: fork and exit walk 512x fewer page entries.
+    # A slot server maps the rig server's huge pages, less those its own writes have split since the fork.
     assert tree.ready["huge_pages_mib"] >= 100
     _, ready = tree.open(0)
-    assert ready["huge_pages_mib"] >= 100
-    assert _memory(ready["pid"])["AnonHugePages"] // 1024 >= 100
+    assert ready["huge_pages_mib"] >= 50
+    assert _memory(ready["pid"])["AnonHugePages"] // 1024 >= 50
 
 
 def test_each_slot_pins_its_own_gpu_for_its_trials(tmp_path: Path):
