@@ -101,6 +101,8 @@ class RigServer:
         self._addresses = itertools.count()  # never reused: a late line for an ended slot server finds nobody
         self._lock = threading.Lock()  # the server's start, the slot table
         self._send_lock = threading.Lock()  # whole lines on the channel
+        self._starts = 0  # starts of the rig's server that have ended, started or failed
+        self._failure: Exception | None = None  # why the last one failed
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         """The rig server's argv and environment: the rig's env, and its GPU variable empty (it uses none)."""
@@ -110,8 +112,12 @@ class RigServer:
 
     def open(self, index: int) -> SlotProcess:
         """A new slot server for slot `index`; its first event is its "ready". Raises ServerError or
-        TransportError when the rig's server cannot be started."""
+        TransportError when the rig's server cannot be started; slots that waited for a start that
+        failed get its error rather than try again (a rig's slots open at once)."""
+        waited_from = self._starts
         with self._lock:
+            if self._channel is None and self._starts > waited_from and self._failure is not None:
+                raise ServerError(f"{self._failure}")
             channel = self._running()
             slot = SlotProcess(self, next(self._addresses), index, channel)
             self._slots[slot.address] = slot
@@ -139,15 +145,20 @@ class RigServer:
         if self._channel is not None:
             return self._channel
         argv, env = self.command()
-        channel = self.transport.start(argv, env)
         try:
-            ready = self._ready(channel)
-            if self.data:
-                self.send(channel, RIG, Preload({role: {"path": ref.path, "sha256": ref.sha256}
-                                                 for role, ref in self.data.items()}))
-        except (ServerError, TransportError):
-            channel.kill()
+            channel = self.transport.start(argv, env)
+            try:
+                ready = self._ready(channel)
+                if self.data:
+                    self.send(channel, RIG, Preload({role: {"path": ref.path, "sha256": ref.sha256}
+                                                     for role, ref in self.data.items()}))
+            except (ServerError, TransportError):
+                channel.kill()
+                raise
+        except (ServerError, TransportError) as exc:
+            self._starts, self._failure = self._starts + 1, exc
             raise
+        self._starts, self._failure = self._starts + 1, None
         self._channel, self.ready = channel, ready
         threading.Thread(target=self._route, args=(channel,), name=f"rig-{self.rig.name}", daemon=True).start()
         return channel
