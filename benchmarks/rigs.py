@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -126,16 +125,21 @@ class Loopback:
         self.stack.callback(server.close)
         return server
 
-    def warm_slots(self, transports: list[Transport]) -> list[KeepWarm]:
-        """One started warm slot per (rig, slot index), all starting at once, as the scheduler starts them."""
-        servers = [self.rig_server(t) for t in transports]
-        slots = [KeepWarm(WarmSlot(server, i, self._builder(server.rig)))
-                 for server in servers for i in range(server.rig.slots)]
+    def slots(self, server: RigServer, count: int) -> list[KeepWarm]:
+        """Warm slots 0..count-1 of a rig (not started), building their jobs with `source.build`."""
+        rig = server.rig
+        slots = [KeepWarm(WarmSlot(server, i, lambda task: self.source.build(task, rig))) for i in range(count)]
         for slot in slots:
             self.stack.callback(slot.slot.close)
-        with ThreadPoolExecutor(len(slots)) as pool:
-            list(pool.map(lambda s: s.start(), slots))
         return slots
 
-    def _builder(self, rig: Rig) -> Callable[[Task], Job]:
-        return lambda task: self.source.build(task, rig)
+    def warm_slots(self, transports: list[Transport]) -> list[KeepWarm]:
+        """One started warm slot per (rig, slot index), all starting at once, as the scheduler starts them."""
+        slots = [slot for t in transports for slot in self.slots(self.rig_server(t), t.rig.slots)]
+        start_all(slots)
+        return slots
+
+
+def start_all(slots: list[KeepWarm]) -> None:
+    with ThreadPoolExecutor(len(slots)) as pool:
+        list(pool.map(lambda s: s.start(), slots))
