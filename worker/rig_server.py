@@ -137,6 +137,8 @@ class _Rig:
                 for key, _ in self.selector.select():
                     if key.data is None:
                         self._from_head()
+                    elif self.servers.get(key.data.address) is not key.data:
+                        continue  # reaped earlier in this batch: its fds are closed, maybe reused
                     elif key.fd == key.data.pidfd:
                         self._exited(key.data)
                     else:
