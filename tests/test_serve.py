@@ -117,10 +117,13 @@ def tree(tmp_path: Path) -> Iterator[Tree]:
 
 
 def wait_for(done, limit: float = 10.0) -> bool:
+    """Whether done() held once within `limit` (what it says at that moment: states here are transient)."""
     deadline = time.monotonic() + limit
-    while not done() and time.monotonic() < deadline:
+    while not done():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.01)
-    return done()
+    return True
 
 
 def test_trials_run_in_children_forked_ahead(tree: Tree):

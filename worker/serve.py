@@ -201,6 +201,7 @@ class _Server:
 
     def __init__(self, root: Path, own_hash: str, lines: Lines, cache: dict):
         self.root, self.own_hash, self.lines, self.cache = root, own_hash, lines, cache
+        self.warm: dict | None = None  # the data refs last parsed into the cache
         self.spare: _Child | None = None
         self.running: _Child | None = None
         self.finished: _Child | None = None  # the last trial's child, reported but maybe still exiting
@@ -260,7 +261,7 @@ class _Server:
             child = self.running = self._give(request)
         except OSError as exc:
             return _refused(job_file, started, f"cannot fork the trial's process: {exc}")
-        job = _preload(job_file, self.root, self.cache)  # for the spares forked from now on
+        job = self._preload(job_file)  # for the spares forked from now on
         report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
         self.running = None
         if self.lines.eof:
@@ -278,6 +279,24 @@ class _Server:
         _emit(Done(job=job_file, exit=status, timed_out=timed_out, seconds=round(time.monotonic() - started, 4),
                    error=words or None, result=result))
         return True
+
+    def _preload(self, job_file: str) -> Job | None:
+        """The job, if it is valid, with its data parsed into the cache unless the last job's was the same
+        data, so every later child inherits it. Errors are left for the child, which reports them in the
+        result file and checks its data against its job whatever it inherited."""
+        from worker.data import load_dataset
+
+        try:
+            job = contract.load_job(contract.resolve_inside(self.root, job_file))
+        except contract.ContractError:
+            return None
+        if job.payload.data != self.warm:
+            try:
+                load_dataset(job.payload, self.root, self.cache)
+                self.warm = job.payload.data
+            except Exception:  # noqa: BLE001 - the child reports the same error properly
+                pass
+        return job
 
     def _give(self, request: RunRequest) -> _Child:
         """The spare, given the job; a fresh child if the spare died while it waited. OSError when no child
@@ -329,19 +348,6 @@ def _refused(job_file: str, started: float, why: str) -> bool:
     _emit(Done(job=job_file, exit=EXIT_FAILED, timed_out=False, seconds=round(time.monotonic() - started, 4),
                error=why))
     return True
-
-
-def _preload(job_file: str, root: Path, cache: dict) -> Job | None:
-    """Parse the job's data into the server's cache so every later child inherits it; the job, if it
-    is valid. Errors are left for the child, which reports them in the result file."""
-    from worker.data import load_dataset
-
-    try:
-        job = contract.load_job(contract.resolve_inside(root, job_file))
-        load_dataset(job.payload, root, cache)
-        return job
-    except Exception:  # noqa: BLE001 - the child reports the same error properly
-        return None
 
 
 def _result_text(root: Path, job: Job) -> str | None:
