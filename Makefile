@@ -6,17 +6,12 @@ PY     := $(VENV)/bin/python
 # e.g. `make install TORCH=torch`.
 TORCH  ?= torch==2.13.0
 TRIALS ?= 100
-# DEMO=demo: planted data at the proposal's scale (17,126 survivors, sample 450, 4,000/1,000 draws).
-# DEMO=signal: a scale at which the planted structure is measurable (see docs/BENCHMARKS.md).
-DEMO   ?= demo
-ifeq ($(DEMO),signal)
-SYNTH  := --survivors 1000 --holdout 1500
-SAMPLE ?= 900
-else
-SYNTH  :=
 SAMPLE ?= 450
-endif
-DATA   := data/$(DEMO)
+# Sieve-made demo data in Step 1's output format (about 17,000 survivors, 4,000 train / 1,000 holdout
+# draws) and its null variant (the same survivors, uniform draws). Step 1's folder states no modulus:
+# its sieve compares draws mod 1000, so step2 says so with --mod 1000.
+DATA   := data/demo
+NULL   := data/demo-null
 
 .PHONY: install test lint data step2 faults bench clean
 
@@ -35,13 +30,13 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-$(DATA)/survivors.npz: | install
-	$(PY) -m worker synth --out $(DATA) --mode planted $(SYNTH)
+$(DATA)/demo_truth.json: | install
+	$(PY) -m worker demo --out $(DATA) --null $(NULL)
 
-data: $(DATA)/survivors.npz
+data: $(DATA)/demo_truth.json
 
 step2: data
-	$(VENV)/bin/coordinator step2 --rigs rigs.toml --data $(DATA) --trials $(TRIALS) --sample-size $(SAMPLE)
+	$(VENV)/bin/coordinator step2 --rigs rigs.toml --data $(DATA) --mod 1000 --trials $(TRIALS) --sample-size $(SAMPLE)
 
 faults: install
 	$(PY) -m pytest -q tests/faults
@@ -50,4 +45,4 @@ bench: data
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) data jobs/*/ runs optuna_studies optimal_scorer_config.json
+	rm -rf $(VENV) data jobs/*/ runs optuna_studies optimal_scorer_config.json optimal_scorer_config.*.json

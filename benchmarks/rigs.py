@@ -31,8 +31,8 @@ from coordinator.transport.local import LocalTransport
 from coordinator.transport.ssh import SshTransport
 from tests.sshd import SshServer, next_address
 from worker import contract
-from worker.contract import Job
-from worker.synth import write_synthetic
+from worker.contract import Evaluation, Job
+from worker.demo import write_uniform
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,11 +90,11 @@ class Loopback:
         self.python.write_text(_WRAPPER.format(repo=shlex.quote(str(REPO)), python=shlex.quote(sys.executable)))
         self.python.chmod(0o755)
         data = self.root / "data"
-        write_synthetic(data, "null", n_survivors=8, n_train=20, n_holdout=10)
+        write_uniform(data, n_survivors=8, n_train=20, n_holdout=10)
         dataset = load_data_dir(data)
         self.settings = RunSettings(study="bench", run_id=new_run_id(), code_hash=contract.code_hash(),
                                     prng_type=dataset.prng_type, mod=dataset.mod, sample_size=4, timeout_s=60.0,
-                                    data=dataset.refs)
+                                    data=dataset.refs, evaluation=Evaluation(1, 4, 0, "spearman_rho"))
         self.files = {**worker_bundle(), **{ref.path: dataset.files[role] for role, ref in dataset.refs.items()}}
         return self
 

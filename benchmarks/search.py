@@ -17,19 +17,16 @@ from typing import Any
 import numpy as np
 import optuna
 
+from benchmarks.data import demo_folders
 from benchmarks.report import figure
 from coordinator.study import Study, distributions, make_sampler, storage_path
 from worker.bench import make_job
 from worker.params import random_params
-from worker.synth import write_synthetic
 from worker.trial import run_trial
 
-# At the proposal's scale (17,126 survivors, sample 450, 1,000 holdout draws) the planted signal is below
-# the noise floor: holdout quality is an exact-match rate, and 1,000 draws can be explained only a few
-# dozen times within a sample. On this scale (also `make step2 DEMO=signal`) the planted structure is measurable
-# (see `null_check`).
-SCALE = {"n_survivors": 1000, "n_train": 4000, "n_holdout": 1500}
-SAMPLE_SIZE = 900
+# The proposal's scale on the sieve-made demo (about 17,000 survivors, sample 450, 4,000 / 1,000 draws).
+SCALE = {"data": "the sieve-made demo (make data)", "n_train": 4000, "n_holdout": 1000}
+SAMPLE_SIZE = 450
 TRIALS = 100
 SEEDS = (0, 1, 2, 3, 4)
 MARKS = (25, 50, 100)
@@ -61,7 +58,7 @@ def curve(data: Path, seed: int, in_loop: bool, trials: int = TRIALS) -> list[fl
 
 
 def run_search(work: Path) -> dict[str, Any]:
-    """On planted data at the scale in `scale` (sample `sample_size` per trial, different per trial),
+    """On the sieve-made demo at the scale in `scale` (sample `sample_size` per trial, different per trial),
     for each sampler seed 0..4: 100 trials of the old design (all asked before any told: random search)
     and 100 trials of in-loop TPE (coordinator.study.make_sampler: seeded, constant_liar, multivariate;
     ask -> run -> tell one at a time), run in-process with worker.trial.run_trial (no SSH), two
@@ -69,10 +66,8 @@ def run_search(work: Path) -> dict[str, Any]:
     `tpe_trials_to_random_best`: the first trial count at which TPE's best so far reaches the best of
     the old design's 100 (not reached within 100: null, counted above every number in the median).
     `best_at`: best value after 25/50/100 trials. `null_check`: best of the first 20 old-design trials
-    on planted data against 20 random trials on null data of the same scale (no signal)."""
-    planted, null = work / "planted", work / "null"
-    write_synthetic(planted, "planted", **SCALE)
-    write_synthetic(null, "null", **SCALE)
+    on the demo against 20 random trials on its null variant (the same survivors, uniform draws)."""
+    planted, null = demo_folders(work)
     jobs = [(planted, seed, in_loop, TRIALS) for seed in SEEDS for in_loop in (True, False)]
     jobs.append((null, 0, False, NULL_TRIALS))
     with ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn")) as pool:

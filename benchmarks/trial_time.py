@@ -8,31 +8,22 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import REPO, figure
-from worker.bench import FILES, HEAVIEST, make_job
+from benchmarks.data import demo_folders
+from benchmarks.report import figure
+from worker.bench import HEAVIEST, make_job
 from worker.params import random_params
-from worker.synth import write_synthetic
 from worker.trial import run_trial
-
-DEMO = REPO / "data" / "demo"  # `make data`: 17,126 survivors, 4,000 train / 1,000 holdout draws, planted
-
-
-def _data(work: Path) -> Path:
-    """The `make data` set, or the same set written afresh where it is missing."""
-    if all((DEMO / name).exists() for name in FILES.values()):
-        return DEMO
-    write_synthetic(work / "demo", "planted")
-    return work / "demo"
 
 
 def run(work: Path, repeats: int = 5, typical: int = 10) -> dict[str, Any]:
-    """In-process trials on the `make data` set (17,126 planted survivors, sample 450, 4,000 train /
-    1,000 holdout draws, java_lcg mod 1000) with one warm data cache, as in a warm slot. One untimed
+    """In-process trials on the `make data` demo (Step 1's folder: about 17,000 sieve-made survivors,
+    sample 450, 4,000 train / 1,000 holdout draws, java_lcg mod 1000) with one warm data cache, as in a
+    warm slot. One untimed
     trial first pays the first-use costs a warm slot pays once (torch's lazy imports). `trial_seconds`:
     worker.bench's heaviest corner of the search space (max_offset 15, 10 windows of 200, residue
     mods 20/150/1000, hidden layers 256_128_64, batch size 32), a different sample each repeat, split
     into the trial's own phase timings; `typical_s`: parameters drawn at random from the search space."""
-    data = _data(work)
+    data, _ = demo_folders(work)
     cache: dict = {}
     run_trial(make_job(data, HEAVIEST, trial_number=0), data, cache)
 

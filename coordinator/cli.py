@@ -8,53 +8,113 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from coordinator.events import one_line
 from coordinator.live import view_for
+from coordinator.settings import OPTIMAL_CONFIG
+from worker.objective import OBJECTIVES
+
+if TYPE_CHECKING:
+    from coordinator.step2 import Step2Result
 
 
 def _step2(args: argparse.Namespace) -> int:
-    from coordinator.step2 import Step2Error, Step2Options, run_step2
+    from coordinator.interrupt import StopSignals
+    from coordinator.step2 import Interrupted, Step2Error, Step2Options, run_step2
 
     opts = Step2Options(rigs=args.rigs, data=args.data, trials=args.trials, sample_size=args.sample_size,
                         seed=args.seed, timeout_s=args.trial_timeout, max_attempts=args.attempts,
                         quarantine_after=args.quarantine_after, prng=args.prng, mod=args.mod,
-                        resume=args.resume, study=args.study, output=args.output)
-    try:
-        with view_for(args.no_tui) as view:
-            result = run_step2(opts, view, out=sys.stdout)  # inside the view: the live view's stdout
-    except (Step2Error, ValueError, RuntimeError) as exc:
-        print(f"coordinator step2: {exc}", file=sys.stderr)
-        return 2
+                        resume=args.resume, study=args.study, output=args.output,
+                        require_all_rigs=args.require_all_rigs, replicates=args.replicates, eval_size=args.eval_size,
+                        nulls=args.nulls, objective=args.objective)
+    with StopSignals() as stop:
+        try:
+            with view_for(args.no_tui) as view:
+                result = run_step2(opts, view, out=sys.stdout, stop_requested=stop.reason)
+        except Interrupted as exc:
+            print(f"coordinator step2: {exc}", file=sys.stderr)
+            return stop.exit_status
+        except KeyboardInterrupt:
+            print("coordinator step2: stopped at once (a second signal); trials that were running stay open in"
+                  f" the study{_resume_hint(opts.resume or opts.study)}", file=sys.stderr)
+            return stop.exit_status
+        except (Step2Error, ValueError, RuntimeError) as exc:
+            print(f"coordinator step2: {exc}", file=sys.stderr)
+            return 2
+    _print_step2(result)
+    if stop.signum is not None:
+        return stop.exit_status
     s = result.summary
-    print(f"study {result.study}: complete={s.complete} failed={s.failed} retried={s.retried}"
-          f" quarantined={len(s.quarantined)} lost_slots={s.lost_slots}")
-    for rig, why in {**result.excluded, **s.quarantined}.items():
-        print(f"  rig {rig} out: {why}")
+    return 0 if result.config is not None and s.failed == 0 else 1
+
+
+def _resume_hint(study: str | None) -> str:
+    return f"; resume with: coordinator step2 --resume {study}" if study else ""
+
+
+def _print_step2(result: Step2Result) -> None:
+    """What the run did, which rigs were out and why, where everything is; when the study is unfinished,
+    the last line says how to resume it."""
+    s = result.summary
+    print(f"study {result.study}: this run complete={s.complete} failed={s.failed} retried={s.retried}"
+          f" unfinished={s.unfinished} rigs_out={len(result.excluded) + len(s.rigs_out)} lost_slots={s.lost_slots};"
+          f" the study holds {result.finished} of {result.target} trials finished")
+    for rig, why in {**result.excluded, **s.rigs_out}.items():
+        print(f"  rig {rig} out: {one_line(why)}")
     print(f"  study storage: {result.storage}")
     print(f"  trial results: {result.trials_dir}")
-    if result.config is None:
-        print("  no trial completed: optimal_scorer_config.json not written", file=sys.stderr)
-        return 1
-    print(f"  best: trial {result.config['_run_context']['trial_number']} accuracy={result.config['accuracy']:.6f}")
-    print(f"  optimal config: {result.output}")
-    return 0 if s.failed == 0 else 1
+    if result.config is not None:
+        print(f"  best: trial {result.config['_run_context']['trial_number']} accuracy={result.config['accuracy']:.6f}")
+        kept = f" (the previous one is kept as {result.previous})" if result.previous else ""
+        print(f"  optimal config: {result.output}{kept}")
+    elif s.stopped or s.unfinished:
+        print(f"  the study is unfinished: {result.output} not written")
+    else:
+        print(f"  no trial completed: {result.output} not written", file=sys.stderr)
+    if s.stopped:
+        print(f"stopped: {one_line(s.stopped)}")
+    if s.stopped or s.unfinished or result.finished < result.target:
+        print(f"resume with: coordinator step2 --resume {result.study}")
 
 
 def _run(args: argparse.Namespace) -> int:
+    from coordinator.interrupt import StopSignals
     from coordinator.script_jobs import run_jobs
     from worker.contract import ContractError
 
     out_dir = args.out or Path("runs") / f"jobs_{args.jobs_file.stem}_{int(time.time())}"
-    try:
-        with view_for(args.no_tui) as view:
-            summary, outcomes = run_jobs(args.rigs, args.jobs_file, out_dir, view,
-                                         max_attempts=args.attempts, quarantine_after=args.quarantine_after)
-    except (ContractError, ValueError) as exc:
-        print(f"coordinator run: {exc}", file=sys.stderr)
-        return 2
-    print(f"jobs: complete={summary.complete} failed={summary.failed} retried={summary.retried}; "
-          f"outputs and summary.json in {out_dir}")
-    return 0 if summary.failed == 0 and summary.complete == len(outcomes) else 1
+    with StopSignals() as stop:
+        try:
+            with view_for(args.no_tui) as view:
+                summary, outcomes, excluded = run_jobs(
+                    args.rigs, args.jobs_file, out_dir, view, max_attempts=args.attempts,
+                    quarantine_after=args.quarantine_after, require_all_rigs=args.require_all_rigs,
+                    stop_requested=stop.reason)
+        except KeyboardInterrupt:
+            print("coordinator run: stopped at once (a second signal)", file=sys.stderr)
+            return stop.exit_status
+        except (ContractError, ValueError, RuntimeError) as exc:
+            print(f"coordinator run: {exc}", file=sys.stderr)
+            return 2
+    print(f"jobs: complete={summary.complete} failed={summary.failed} retried={summary.retried}"
+          f" unfinished={summary.unfinished}; outputs and summary.json in {out_dir}")
+    for rig, why in {**excluded, **summary.rigs_out}.items():
+        print(f"  rig {rig} out: {one_line(why)}")
+    if summary.stopped:
+        print(f"stopped: {one_line(summary.stopped)}")
+    if stop.signum is not None:
+        return stop.exit_status
+    return 0 if summary.failed == 0 and summary.unfinished == 0 and summary.complete == len(outcomes) else 1
+
+
+CHECK_COLUMNS = {"numpy": "numpy", "scipy": "scipy", "torch": "torch", "gpus": "gpus", "disk_free_gb": "disk GB",
+                 "mem_available_gb": "mem GB", "connect_ms": "connect ms", "exec_ms": "exec ms", "rtt_ms": "rtt ms",
+                 "code": "code"}  # probe field -> column
+CHECK_LEGEND = ("connect ms: opening the connection (TCP, key exchange, auth); exec ms: running `true` on a new"
+                " channel (what each command costs); rtt ms: a line's round trip on an open channel (median of"
+                " 5); code: the rig's code/worker against the head's worker (current, stale, none)")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -63,33 +123,31 @@ def _check(args: argparse.Namespace) -> int:
 
     from coordinator.health import check_all
     from coordinator.inventory import InventoryError, load_inventory
-    from worker.contract import code_hash
 
     try:
         rigs = load_inventory(args.rigs)
     except InventoryError as exc:
         print(f"coordinator {args.command}: {exc}", file=sys.stderr)
         return 2
-    mode = "scipy" if args.command == "check-scipy" else "full"
-    rows = check_all(rigs, mode, code_hash())
+    full = args.command == "check"
+    rows = check_all(rigs, "full" if full else "scipy")
     if getattr(args, "json", False):
         print(json.dumps([r.to_dict() for r in rows], indent=1))
-    else:
-        table = Table(title=f"coordinator {args.command}: {args.rigs}")
-        columns = ["rig", "host", "python", "scipy"] + (["numpy", "torch", "gpus", "disk GB", "mem GB", "code",
-                                                          "rtt ms"] if mode == "full" else []) + ["status"]
-        for col in columns:
-            table.add_column(col)
-        for r in rows:
-            d, mods = r.details, r.details.get("modules", {})
-            cells = [r.rig, r.address, f"{r.python} {d.get('python', '')}", str(mods.get("scipy") or "-")]
-            if mode == "full":
-                cells += [str(mods.get("numpy") or "-"), str(mods.get("torch") or "-"), str(d.get("gpus", "-")),
-                          str(d.get("disk_free_gb", "-")), str(d.get("mem_available_gb", "-")),
-                          str(d.get("code", "-")), str(d.get("rtt_ms", "-"))]
-            cells.append("[green]OK[/]" if r.ok else f"[red]FAIL[/] {r.reason}")
-            table.add_row(*cells)
-        Console(width=None if sys.stdout.isatty() else 200).print(table)
+        return 0 if all(r.ok for r in rows) else 1
+    table = Table(title=f"coordinator {args.command}: {args.rigs}", caption=CHECK_LEGEND if full else None)
+    columns = CHECK_COLUMNS if full else {"scipy": "scipy"}
+    for col in ["rig", "host", "python", *columns.values(), "status"]:
+        table.add_column(col)
+    for r in rows:
+        values = {**r.details, **r.details.get("modules", {})}
+        cells = [r.rig, r.address, f"{r.python} {r.details.get('python', '')}"]
+        cells += [str(values[k]) if values.get(k) is not None else "-" for k in columns]
+        table.add_row(*cells, "[green]OK[/]" if r.ok else "[red]FAIL[/]")
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    for r in rows:  # whole, below the table: a reason holds commands to copy, which a cell would wrap
+        if not r.ok:
+            console.print(f"[red]FAIL[/] {r.rig}: {r.reason}", soft_wrap=True, highlight=False)
     return 0 if all(r.ok for r in rows) else 1
 
 
@@ -104,10 +162,34 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from coordinator.dashboard import journal_of, serve
+    from coordinator.interrupt import StopSignals
+    from coordinator.report import ReportError
+
+    try:
+        name, journal = journal_of(args.study)
+    except ReportError as exc:
+        print(f"coordinator dashboard: {exc}", file=sys.stderr)
+        return 2
+    print(f"study {name} ({journal}, read-only) at http://{args.host}:{args.port}/dashboard; Ctrl-C stops",
+          flush=True)
+    try:
+        with StopSignals() as stop:
+            serve(journal, args.host, args.port, stop.reason)
+    except OSError as exc:  # the port is taken, say
+        print(f"coordinator dashboard: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
 def _retry_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attempts", type=int, default=2, help="attempts per trial or job before FAIL (default: 2)")
     p.add_argument("--quarantine-after", type=int, default=3,
                    help="failures in a row that take a rig out of the run (default: 3)")
+    p.add_argument("--require-all-rigs", action="store_true",
+                   help="stop before dispatch when any rig cannot be used (default: run on the rigs that can)")
     p.add_argument("--no-tui", action="store_true", help="plain lines instead of the live view")
 
 
@@ -119,16 +201,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rigs", type=Path, default=Path("rigs.toml"), help="inventory (default: rigs.toml)")
     p.add_argument("--data", type=Path, help="data folder: survivors.npz|json, train_history.json, "
                                               "holdout_history.json [, meta.json]")
-    p.add_argument("--trials", type=int, default=100, help="trials in the study (default: 100)")
-    p.add_argument("--sample-size", type=int, default=450, help="survivors sampled per trial (default: 450)")
-    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (default: 0)")
-    p.add_argument("--trial-timeout", type=float, default=600.0, help="hard limit per attempt, s (default: 600)")
+    p.add_argument("--trials", type=int, help="trials in the study (default: 100; on --resume: the study's,"
+                                                 " and a larger N extends it to N)")
+    p.add_argument("--sample-size", type=int, help="survivors each network trains on (default: 450, the proposal's)")
+    p.add_argument("--replicates", type=int,
+                   help="networks per trial, each on its own sample; the value is their mean (default: 4)")
+    p.add_argument("--eval-size", type=int,
+                   help="survivors each network is judged on, its sample among them (default: 1500)")
+    p.add_argument("--nulls", type=int, help="permutations per trial for its chance level (default: 200)")
+    p.add_argument("--objective", choices=sorted(OBJECTIVES),
+                   help="the figure the study optimises (default: spearman_rho, the proposal's)")
+    p.add_argument("--seed", type=int, help="TPE sampler seed (default: 0)")
+    p.add_argument("--trial-timeout", type=float, help="hard limit per attempt, s (default: 600; a resume may"
+                                                       " change it)")
     _retry_options(p)
     p.add_argument("--prng", help="PRNG type (default: from the data's meta.json)")
     p.add_argument("--mod", type=int, help="draw modulus (default: from the data's meta.json)")
     p.add_argument("--study", help="study name (default: scorer_meta_opt_<epoch>)")
-    p.add_argument("--resume", metavar="STUDY", help="continue a study after the coordinator stopped")
-    p.add_argument("--output", type=Path, default=Path("optimal_scorer_config.json"))
+    p.add_argument("--resume", metavar="STUDY", help="continue a study; settings that change its results"
+                                                     " (data, PRNG, sample size, seed) cannot change")
+    p.add_argument("--output", type=Path, default=Path(OPTIMAL_CONFIG),
+                   help=f"where the optimal configuration goes (default: {OPTIMAL_CONFIG}); a file already"
+                        " there is kept beside it, renamed by its time")
     p.set_defaults(func=_step2)
 
     for name, text in (("check-scipy", "can every rig's venv import scipy.stats.spearmanr?"),
@@ -151,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", nargs="?", help="study name (default: the newest in optuna_studies/)")
     p.add_argument("--null", metavar="STUDY", help="a null-data study whose best the study's best must beat")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("dashboard", help="serve a study in optuna-dashboard (a web page over its journal, read-only)")
+    p.add_argument("study", nargs="?", help="study name (default: the newest in optuna_studies/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.set_defaults(func=_dashboard)
     return parser
 
 

@@ -1,6 +1,6 @@
-"""A study's data on the head: the operator's folder found and read, a copy staged beside the
-study's archive (what the rigs receive), and the whole set loaded once exactly as a worker will load
-it, so bad input stops before any trial goes out, with an error that names the operator's file."""
+"""A study's data on the head: the operator's folder found and read, the whole set loaded once exactly
+as a worker will load it (so bad input stops before anything is created, with an error that names the
+operator's file), and a copy staged beside the study's archive, the record of what the study used."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ from typing import Any
 from worker import contract, protocol
 from worker.contract import DataRef
 from worker.files import sha256_file
-from worker.prng import GENERATORS
+from worker.prng import GENERATORS, STEP1_CODES
 
-SURVIVOR_FILES = ("survivors.npz", "survivors.json")
+OWN_SURVIVORS = ("survivors.npz", "survivors.json")
+STEP1_NPZ, STEP1_JSON, STEP1_ALL = ("bidirectional_survivors_binary.npz", "bidirectional_survivors.json",
+                                    "*_all_binary.npz")
+STEP1_CONFIG = "optimal_window_config.json"
+TRUTH_FILE = "demo_truth.json"  # synthetic data only: what made the draws (read by the report, never a worker)
+HISTORIES = ("train_history", "holdout_history")
+STEP1_MOD = 1000  # what Step 1's sieve compares draws modulo; named in the error, never assumed
 
 
 class DataError(ValueError):
@@ -25,47 +31,118 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class DataSet:
-    files: dict[str, Path]  # role -> file on the head
+    files: dict[str, Path]  # role -> file on the head (as named in the folder: a symlink keeps its name)
     prng_type: str
     mod: int
+    layout: str  # "step1": Step 1's output folder; "project": survivors + meta.json
+    extras: dict[str, Path]  # files read on the head only: Step 1's sidecar and config, a demo's truth
 
     @property
     def refs(self) -> dict[str, DataRef]:
         """Where each file lives in a work directory, with its content hash."""
-        return {role: DataRef(protocol.data_path(path.name), sha256_file(path)) for role, path in self.files.items()}
+        refs = {}
+        for role, path in self.files.items():
+            digest = sha256_file(path)
+            refs[role] = DataRef(protocol.data_path(digest, path.name), digest)
+        return refs
 
 
 def load_data_dir(directory: Path, prng_type: str | None = None, mod: int | None = None) -> DataSet:
-    """A data folder: survivors.npz|json, train_history.json, holdout_history.json, and the PRNG type
-    and modulus from the arguments or the folder's meta.json (never a silent default)."""
+    """A data folder: Step 1's output as it is (its survivors NPZ, or its JSON; the NPZ's sidecar,
+    optimal_window_config.json, train_history.json, holdout_history.json), or the project's own layout
+    (survivors.npz|json, the two histories and meta.json). The data's PRNG family and modulus come from
+    the arguments or a file that states them, never from a silent default."""
     if not directory.is_dir():
         raise DataError(f"{directory}: no such data folder")
-    survivors = next((directory / n for n in SURVIVOR_FILES if (directory / n).is_file()), None)
-    if survivors is None:
-        raise DataError(f"{directory}: no {' or '.join(SURVIVOR_FILES)}")
-    files = {"survivors": survivors}
-    for role in ("train_history", "holdout_history"):
-        files[role] = directory / f"{role}.json"
+    survivors = _survivors_file(directory)
+    files = {"survivors": survivors, **{role: directory / f"{role}.json" for role in HISTORIES}}
+    for role in HISTORIES:
         if not files[role].is_file():
             raise DataError(f"{files[role]}: missing")
-    meta_path = directory / "meta.json"
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{meta_path}: not valid JSON: {exc}") from exc
-    prng_arg = prng_type
-    prng_type = prng_type or meta.get("prng_type")
-    mod = mod or meta.get("mod")
-    if not isinstance(prng_type, str):
-        raise DataError(f"{meta_path}: field 'prng_type' missing; give --prng or write it in meta.json")
-    if prng_type not in GENERATORS:
-        where = "--prng" if prng_arg else f"{meta_path}: field 'prng_type'"
-        raise DataError(f"{where}: unknown PRNG type {prng_type!r} (known: {', '.join(sorted(GENERATORS))})")
-    if not isinstance(mod, int) or isinstance(mod, bool):
-        raise DataError(f"{meta_path}: field 'mod' missing or not an integer; give --mod or write it in meta.json")
-    return DataSet(files, prng_type, mod)
+    extras = {name: directory / name for name in (STEP1_CONFIG, TRUTH_FILE) if (directory / name).is_file()}
+    if survivors.name in OWN_SURVIVORS:
+        stated, source = _read_object(directory / "meta.json"), directory / "meta.json"
+        family, stated_mod = stated.get("prng_type"), stated.get("mod")
+        layout = "project"
+    else:
+        sidecar = survivors.with_name(survivors.stem + ".meta.json")
+        if survivors.suffix == ".npz" and sidecar.is_file():
+            _check_encodings(sidecar)
+            extras["sidecar"] = sidecar
+        stated, source = _read_object(directory / STEP1_CONFIG), directory / STEP1_CONFIG
+        family, stated_mod = _base_family(stated.get("prng_type")), stated.get("mod")
+        layout = "step1"
+    return DataSet(files, _family(prng_type, family, source), _modulus(mod, stated_mod, source, layout), layout,
+                   extras)
+
+
+def _survivors_file(directory: Path) -> Path:
+    """The folder's one survivors file: Step 1's NPZ is read rather than the JSON it was converted from;
+    any other two candidates are an error that names both."""
+    found = [directory / name for name in (*OWN_SURVIVORS, STEP1_NPZ) if (directory / name).is_file()]
+    found += sorted(p for p in directory.glob(STEP1_ALL) if p.is_file())
+    if not found and (directory / STEP1_JSON).is_file():
+        found = [directory / STEP1_JSON]
+    if not found:
+        raise DataError(f"{directory}: no survivors file: Step 1's {STEP1_NPZ} (or {STEP1_ALL}, or {STEP1_JSON}),"
+                        f" or {' or '.join(OWN_SURVIVORS)}")
+    if len(found) > 1:
+        raise DataError(f"{directory}: two survivors files, {found[0].name} and {found[1].name}: keep one in the"
+                        " folder (or a folder of symlinks to the files of one run)")
+    return found[0]
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON object from an optional file ({} when there is none)."""
+    if not path.is_file():
+        return {}
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: must hold a JSON object")
+    return obj
+
+
+def _check_encodings(sidecar: Path) -> None:
+    """The converter's sidecar states the prng_type codes it used: they must be the ones this reads."""
+    encodings = _read_object(sidecar).get("encodings", {}).get("prng_type")
+    if encodings is None:
+        return
+    ours = {f"{family}{'_reverse' if reverse else ''}": code for code, (family, reverse) in STEP1_CODES.items()}
+    differ = sorted(name for name in set(encodings) | set(ours) if encodings.get(name) != ours.get(name))
+    if differ:
+        raise DataError(f"{sidecar}: field 'encodings.prng_type': codes for {', '.join(differ)} differ from Step 1's"
+                        f" table this worker reads ({ours})")
+
+
+def _base_family(name: Any) -> Any:
+    """Step 1's run names its PRNG: java_lcg, or a variant of it (java_lcg_hybrid, ..._reverse)."""
+    return name.removesuffix("_reverse").removesuffix("_hybrid") if isinstance(name, str) else name
+
+
+def _family(given: str | None, stated: Any, source: Path) -> str:
+    where = "--prng" if given else f"{source}: field 'prng_type'"
+    family = given or stated
+    if not isinstance(family, str):
+        missing = f"{source} has no field 'prng_type'" if source.is_file() else f"no {source}"
+        raise DataError(f"{missing}: give the data's PRNG family with --prng"
+                        f" (known: {', '.join(sorted(GENERATORS))})")
+    if family not in GENERATORS:
+        raise DataError(f"{where}: unknown PRNG type {family!r} (known: {', '.join(sorted(GENERATORS))})")
+    return family
+
+
+def _modulus(given: int | None, stated: Any, source: Path, layout: str) -> int:
+    mod = given or stated
+    if isinstance(mod, int) and not isinstance(mod, bool):
+        return mod
+    if layout == "step1":
+        raise DataError(f"{source.parent}: Step 1's output does not state the draws' modulus; its sieve compares"
+                        f" draws mod {STEP1_MOD}: give --mod {STEP1_MOD}")
+    missing = f"{source}: field 'mod' missing or not an integer" if source.is_file() else f"no {source}"
+    raise DataError(f"{missing}: give --mod or write it in meta.json")
 
 
 def check_sources(sources: dict[str, Path], digests: dict[str, str]) -> None:
@@ -75,8 +152,15 @@ def check_sources(sources: dict[str, Path], digests: dict[str, str]) -> None:
             raise DataError(f"{path}: the study's {role} file is missing or changed since the study began")
 
 
+@dataclass(frozen=True)
+class Checked:
+    pool: int  # survivors in the pool, repeats counted once
+    duplicates: int  # rows of the survivors file that repeat an earlier survivor
+    hybrid: int  # variable-skip survivors, scored at their best constant skip
+
+
 def stage(sources: dict[str, Path], stage_dir: Path) -> None:
-    """Copy the run's data beside its archive: what the head validates and pushes, kept with the run."""
+    """Copy the run's data beside its archive, kept with the study (the report reads its pool there)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     for path in sources.values():
         target = stage_dir / path.name
@@ -86,13 +170,13 @@ def stage(sources: dict[str, Path], stage_dir: Path) -> None:
             os.replace(tmp, target)
 
 
-def validate_on_head(payload: contract.TrialPayload, root: Path, sources: dict[str, Path]) -> int:
-    """Load the data exactly as a worker would, before any trial goes out: bad input stops here, with
-    an error that names the operator's file, not the run's staged copy of it. Returns the pool size."""
-    from worker.data import load_dataset
+def validate_on_head(payload: contract.TrialPayload, sources: dict[str, Path]) -> Checked:
+    """Load the operator's files exactly as a worker will load their copies, before anything is created
+    or sent: bad input stops here, with an error that names the operator's file."""
+    from worker.data import load_files
 
-    staged = {str(contract.resolve_inside(root, ref.path)): sources[role] for role, ref in payload.data.items()}
     try:
-        return len(load_dataset(payload, root).seeds)
+        survivors = load_files(payload, sources).survivors
     except contract.ContractError as exc:
-        raise DataError(f"{staged.get(exc.source, exc.source)}: field '{exc.field}': {exc.problem}") from exc
+        raise DataError(str(exc)) from exc
+    return Checked(len(survivors), survivors.duplicates, int(survivors.hybrid.sum()))

@@ -1,5 +1,6 @@
-"""The operator's live view: one row per slot, progress with ETA, the best value so far, counts and
-quarantined rigs, redrawn from `RunState` about four times a second.
+"""The operator's live view: one row per slot (starting, idle, running, lost or quarantined), progress
+with an ETA, the best value so far, counts, the rigs still warming up, the last failure and quarantined
+rigs, redrawn from `RunState` about four times a second.
 
 The view holds no state of its own: every refresh rebuilds the picture from the RunState, so what
 it shows is always what the events added up to. Off a terminal (logs, pipes) or with `--no-tui`
@@ -21,9 +22,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from coordinator.events import Event, PlainLines, RunState, Watcher
+from coordinator.events import Event, PlainLines, RunState, SlotState, Watcher, one_line
 
-STATE_STYLES = {"running": "green", "idle": "dim", "starting": "yellow", "lost": "red", "quarantined": "red"}
+STATE_STYLES = {SlotState.RUNNING: "green", SlotState.IDLE: "dim", SlotState.STARTING: "yellow",
+                SlotState.LOST: "red", SlotState.QUARANTINED: "red"}
 
 
 def clock(seconds: float) -> str:
@@ -62,24 +64,33 @@ class LiveView:
             slots = [(key, view.gpu, view.task, view.attempt, view.since, view.state)
                      for key, view in sorted(s.slots.items()) if key[1] >= 0]  # slot -1: a rig-wide event
             done, complete, failed, retried, total = s.done, s.complete, s.failed, s.retried, s.total
-            best, quarantined, elapsed = s.best, dict(s.quarantined), now - s.started_at
+            best, quarantined, elapsed, eta = s.best, dict(s.quarantined), now - s.started_at, s.eta(now)
+            warming, last, stopping, unfinished = s.warming(), s.last_failure, s.stopping, s.unfinished
 
         table = Table("rig", "slot", "GPU", "trial", "attempt", "elapsed", "state", expand=False)
         for (rig, slot), gpu, task, attempt, since, state in slots:
-            running = state == "running"
+            running = state == SlotState.RUNNING
+            timed = state in (SlotState.RUNNING, SlotState.STARTING)
             table.add_row(rig, str(slot), "-" if gpu is None else str(gpu), task if running else "",
-                          str(attempt) if running else "", f"{now - since:.1f}s" if running else "",
+                          str(attempt) if running else "", f"{now - since:.1f}s" if timed else "",
                           Text(state, style=STATE_STYLES.get(state, "")))
 
-        eta = clock(elapsed / done * (total - done)) if done and total else "-"
         progress = Table.grid(padding=(0, 1))
         progress.add_row(ProgressBar(total=total or None, completed=done, width=40),
-                         f"{done}/{total or '?'} trials", f"elapsed {clock(elapsed)}", f"ETA {eta}")
+                         f"{done}/{total or '?'} trials", f"elapsed {clock(elapsed)}",
+                         f"ETA {clock(eta) if eta is not None else '-'}")
         best_text = f"best {best[0]:.6f} ({best[1]})" if best else "best -"
-        lines: list[RenderableType] = [
-            table, progress,
-            Text(f"{best_text}   complete {complete}   failed {failed}   retried {retried}", style="bold")]
-        lines += [Text(f"quarantined {rig}: {why}", style="red") for rig, why in sorted(quarantined.items())]
+        counts = f"{best_text}   complete {complete}   failed {failed}   retried {retried}"
+        lines: list[RenderableType] = [table, progress, Text(counts + (f"   left for resume {unfinished}"
+                                                                      if unfinished else ""), style="bold")]
+        if warming:
+            lines.append(Text("warming up: " + ", ".join(f"{rig} {ready}/{count} slots ready"
+                                                         for rig, (ready, count) in warming.items()), style="yellow"))
+        if last is not None:
+            lines.append(Text(f"last failure: {last.task or '-'} on {last.where}: {last.reason}", style="red"))
+        lines += [Text(f"quarantined {rig}: {one_line(why)}", style="red") for rig, why in sorted(quarantined.items())]
+        if stopping:
+            lines.append(Text(f"stopping: {one_line(stopping)}", style="bold red"))
         return Group(*lines)
 
 

@@ -22,7 +22,7 @@ class Reason(StrEnum):
     INVALID = "invalid"  # the result broke the contract
     PROTOCOL = "protocol"  # the worker answered something other than "done"
     CANCELLED = "cancelled"
-    NO_SLOT = "no-slot"
+    REFUSED = "refused"  # the worker refused the job: no attempt of it can succeed until that is fixed
     INTERRUPTED = "interrupted"  # the coordinator stopped during the attempt
     UNREACHABLE = "unreachable"
     HOST_KEY = "host-key"
@@ -44,6 +44,12 @@ class Failure:
 
     def to_dict(self) -> dict[str, Any]:
         return {"attempt": self.attempt, "rig": self.rig, "reason": str(self.reason), "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Failure:
+        """A failure as the study stored it (a reason no longer known stays its word)."""
+        reason = obj["reason"]
+        return cls(obj["attempt"], obj["rig"], Reason(reason) if reason in set(Reason) else reason, obj["detail"])
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from worker.params import SCORER_SPACE
 
 INERT_SHARE = 0.01  # below this share of the total importance a parameter changes nothing measurable
 TARGET = "Spearman ρ (holdout)"
+SLICE_COLOURS = "viridis"  # trial number as colour: dark to bright, every point visible on the plot's grey
 
 
 class ReportError(RuntimeError):
@@ -142,9 +143,40 @@ def compare_null(summary: dict[str, Any], null: Study) -> dict[str, Any]:
     return out
 
 
+def _titles(study: Study, with_importance: bool) -> list[tuple[str, str, dict[str, Any], str]]:
+    """(file stem, Optuna plot, its arguments, the title that names the study) for every chart."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    n = sum(t.state == TrialState.COMPLETE for t in study.trials())
+    charts = [("history", "plot_optimization_history", {}, f"{study.name}: {TARGET} of {n} complete trials")]
+    if with_importance:
+        charts.append(("importance", "plot_param_importances", {"evaluator": PedAnovaImportanceEvaluator()},
+                       f"{study.name}: parameter importance (PED-ANOVA)"))
+    charts += [(f"slice_{name}", "plot_slice", {"params": [name]}, f"{study.name}: {TARGET} against {name}")
+               for name in SCORER_SPACE]
+    return charts
+
+
+def _present_html(figure: Any, stem: str, title: str) -> None:
+    """The study's title; the legend under the plot, not beside it; trial colours that stay visible."""
+    figure.update_layout(title=title, legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
+    if stem.startswith("slice_"):
+        figure.update_traces(marker={"colorscale": SLICE_COLOURS.capitalize()}, selector={"mode": "markers"})
+
+
+def _present_png(axes: Any, stem: str, title: str) -> None:
+    axes.set_title(title)
+    if axes.get_legend() is not None:  # Optuna puts it right of the axes, which then shrink to half the width
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    if stem.startswith("slice_"):  # the default colours start at white: the first trials vanish
+        for points in axes.collections:
+            points.set_cmap(SLICE_COLOURS)
+
+
 def write_plots(study: Study, out_dir: Path, with_importance: bool) -> list[Path]:
     """Optimisation history, parameter importances and a slice per scorer parameter, each as
-    interactive HTML (plotly.js written once beside them, so they open offline) and as PNG."""
+    interactive HTML (plotly.js written once beside them, so they open offline) and as PNG, titled
+    with the study's name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,22 +184,19 @@ def write_plots(study: Study, out_dir: Path, with_importance: bool) -> list[Path
     import optuna.visualization as html
     import optuna.visualization.matplotlib as png
     from optuna.exceptions import ExperimentalWarning
-    from optuna.importance import PedAnovaImportanceEvaluator
 
-    charts: list[tuple[str, str, dict[str, Any]]] = [("history", "plot_optimization_history", {})]
-    if with_importance:
-        charts.append(("importance", "plot_param_importances", {"evaluator": PedAnovaImportanceEvaluator()}))
-    charts += [(f"slice_{name}", "plot_slice", {"params": [name]}) for name in SCORER_SPACE]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, plot, kwargs in charts:
-        getattr(html, plot)(study.study, target_name=TARGET, **kwargs).write_html(
-            out_dir / f"{stem}.html", include_plotlyjs="directory")
+    for stem, plot, kwargs, title in _titles(study, with_importance):
+        figure = getattr(html, plot)(study.study, target_name=TARGET, **kwargs)
+        _present_html(figure, stem, title)
+        figure.write_html(out_dir / f"{stem}.html", include_plotlyjs="directory")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            figure = getattr(png, plot)(study.study, target_name=TARGET, **kwargs).figure
-        figure.savefig(out_dir / f"{stem}.png", dpi=110, bbox_inches="tight")  # long names, outside legends
-        plt.close(figure)
+            axes = getattr(png, plot)(study.study, target_name=TARGET, **kwargs)
+        _present_png(axes, stem, title)
+        axes.figure.savefig(out_dir / f"{stem}.png", dpi=110, bbox_inches="tight")  # long names, outside legends
+        plt.close(axes.figure)
         written += [out_dir / f"{stem}.html", out_dir / f"{stem}.png"]
     return written
 
@@ -222,11 +251,11 @@ def show(summary: dict[str, Any], console: Console) -> None:
         cov = s["coverage"]
         _section(console, "survivor coverage",
                  ("pool N", "sample n", "trials k", "unique seen", "expected N(1-(1-n/N)^k)"),
-                 [(cov["pool"], cov["sample_size"], cov["trials"], f"{cov['unique_seen']} ({cov['fraction']:.1%})",
-                   cov["expected_unique"])])
+                 [(f"{cov['pool']:,}", f"{cov['sample_size']:,}", cov["trials"],
+                   f"{cov['unique_seen']:,} ({cov['fraction']:.1%})", f"{cov['expected_unique']:,.0f}")])
     if s["importance"]:
-        _section(console, "parameter importance (share of the total, PED-ANOVA)", ("parameter", "share", ""),
-                 [(k, f"{v:.1%}", "inert" if k in s["inert"] else "") for k, v in s["importance"].items()])
+        _section(console, "parameter importance (share of the total, PED-ANOVA)", ("parameter", "share"),
+                 [(k, f"{v:.1%}" + (" inert" if k in s["inert"] else "")) for k, v in s["importance"].items()])
         for name in s["inert"]:
             console.print(f"[yellow]warning:[/] {name} has {s['importance'][name]:.2%} of the importance: it looks"
                           " inert (changing it changes nothing measurable)")

@@ -95,6 +95,23 @@ def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, 
     return config
 
 
+def keep_previous(path: Path) -> Path | None:
+    """Before a new file replaces `path`: give the one there a second name beside it (`<stem>.<its
+    mtime>.json`), so no earlier optimum is ever lost. Returns that name, or None when there was none.
+    The new file then replaces `path` in one rename: at no moment is there no file at `path`."""
+    if not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(path.stat().st_mtime))
+    for n in range(1, 1000):
+        kept = path.with_name(f"{path.stem}.{stamp}{'' if n == 1 else f'-{n}'}{path.suffix}")
+        try:
+            os.link(path, kept)
+            return kept
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{path}: cannot find a free name to keep it under beside it")
+
+
 def trial_counts(trials: list[TrialRecord]) -> dict[str, int]:
     states = [t.state for t in trials]
     return {"complete": states.count(TrialState.COMPLETE), "failed": states.count(TrialState.FAIL),

@@ -3,7 +3,8 @@
 A trial whose attempt finished on its rig while no coordinator listened is collected from there
 (its result is validated like any other). Any other is re-run with the same parameters and trial
 number, under the next attempt number, and the attempt that was running is archived as failed, with
-why: no attempt goes unrecorded, and no archived attempt is overwritten.
+why: no attempt goes unrecorded, and no archived attempt is overwritten. Failures an earlier run
+recorded (a trial it left unfinished when it stopped) stay in the trial's list.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def reattach(study: Study, transports: dict[str, Transport], archive: results.Ar
             continue
         spec = TrialSpec(trial.number, study.complete_params(trial.number))
         dispatch = trial.attrs.get("dispatch") or {}
-        earlier = _earlier_job(settings, spec, dispatch)
+        failures = [Failure.from_dict(f) for f in trial.attrs.get("failures", [])]
+        known = dispatch.get("attempt") in {f.attempt for f in failures}  # it failed, and that is on record
+        earlier = None if known else _earlier_job(settings, spec, dispatch)
         record = _fetch(transports.get(dispatch.get("rig", "")), earlier)
         if record is not None and record["status"] == contract.Status.SUCCESS:
             archive.store(record, final=True)
@@ -39,7 +42,6 @@ def reattach(study: Study, transports: dict[str, Transport], archive: results.Ar
             print(f"resume: {record['trial_id']} re-attached from {dispatch['rig']}: {record['accuracy']:.6f}",
                   file=out, flush=True)
             continue
-        failures = []
         if earlier is not None:
             if record is not None:
                 failure = Failure(earlier.attempt, dispatch["rig"], Reason.ERROR, record["error"])

@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import TextIO
 
 from coordinator.deploy import DeployError, deploy
+from coordinator.events import one_line
 from coordinator.health import preflight
 from coordinator.inventory import Rig
-from coordinator.transport import Transport, connect
+from coordinator.transport import Transport, TransportError, connect
+
+
+class RigsError(RuntimeError):
+    """The run cannot go on with the rigs that opened; the message names every rig left out and why."""
 
 
 @dataclass
@@ -26,6 +31,15 @@ class OpenRigs:
     def close(self) -> None:
         for transport in self.transports.values():
             transport.close()
+
+    def check_usable(self, require_all: bool = False) -> None:
+        """Raise RigsError, with every connection closed, when no rig opened, or when `require_all` and
+        any rig was left out (`--require-all-rigs`)."""
+        if self.transports and not (require_all and self.excluded):
+            return
+        self.close()
+        why = "; ".join(f"{rig}: {one_line(reason)}" for rig, reason in sorted(self.excluded.items()))
+        raise RigsError(f"--require-all-rigs: rigs left out: {why}" if self.transports else f"no rig is usable: {why}")
 
 
 def open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> OpenRigs:
@@ -47,9 +61,10 @@ def open_rigs(rigs: list[Rig], files: dict[str, Path], out: TextIO) -> OpenRigs:
         except Exception as exc:  # noqa: BLE001 - whatever goes wrong, this rig is left out with why
             if transport is not None:
                 transport.close()
+            why = f"{exc.reason}: {exc.detail}" if isinstance(exc, TransportError) else str(exc)  # rig named once
             with lock:
-                opened.excluded[rig.name] = str(exc)
-                print(f"rig {rig.name} left out of the run: {exc}", file=out, flush=True)
+                opened.excluded[rig.name] = why
+                print(f"rig {rig.name} left out of the run: {one_line(why)}", file=out, flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, len(rigs))) as pool:
         list(pool.map(open_one, rigs))

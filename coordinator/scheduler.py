@@ -8,13 +8,19 @@ A failed attempt goes back to the queue with the next attempt number and is take
 A rig whose attempts fail `quarantine_after` times in a row is left out for the rest of the run
 and its running attempts are cancelled and retried. The head is never quarantined: it is where
 retries go.
+Stopping leaves work for a resume instead of failing it: on a stop request (SIGINT, SIGTERM) running
+attempts are cancelled; an attempt the worker refuses (no attempt of it could succeed: bad input,
+data that does not match its hash, stale code, a missing dependency) stops dispatch while running
+attempts finish; and retries no slot is left to run wait too. None of these is told to the Source as
+final: the study keeps such trials open, and a resume runs them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -80,18 +86,31 @@ class Executor(Protocol):
 class Summary:
     complete: int = 0
     failed: int = 0
-    retried: int = 0
+    retried: int = 0  # attempts that failed and were run again in this run
     quarantined: dict[str, str] = field(default_factory=dict)
     lost_slots: int = 0
+    no_slot_started: dict[str, str] = field(default_factory=dict)  # rig -> why its last slot did not start
+    unfinished: int = 0  # tasks taken but neither complete nor failed: a resume runs them
+    stopped: str = ""  # why the run stopped before its tasks ran out ("" when it did not)
+
+    @property
+    def rigs_out(self) -> dict[str, str]:
+        """Every rig the run lost, with why."""
+        return {**self.no_slot_started, **self.quarantined}
 
 
 class Scheduler:
     def __init__(self, source: Source, executors: list[Executor], watcher: Watcher, *,
-                 max_attempts: int = 2, quarantine_after: int = 3):
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+                 max_attempts: int = 2, quarantine_after: int = 3,
+                 stop_requested: Callable[[], str | None] = lambda: None):
+        if max_attempts < 1 or quarantine_after < 1:
+            raise ValueError(f"attempts per task ({max_attempts}) and failures before quarantine"
+                             f" ({quarantine_after}) must be at least 1")
         self.source, self.executors, self.watcher = source, executors, watcher
         self.max_attempts, self.quarantine_after = max_attempts, quarantine_after
+        self.stop_requested = stop_requested  # polled while the run waits: why to stop, or None
+        self.slots_of = Counter(ex.rig.name for ex in executors)
+        self.not_started: Counter[str] = Counter()
         self.cond = threading.Condition()
         self.queue: deque[Task] = deque()  # retries, and tasks whose slot's rig was quarantined as they were asked
         self.in_flight = 0
@@ -113,29 +132,35 @@ class Scheduler:
             for t in threads:
                 while t.is_alive():
                     t.join(0.2)
-        except KeyboardInterrupt:
-            self.stop()
+                    why = self.stop_requested()
+                    if why is not None and not self.stopping:
+                        self.stop(why)
+        except KeyboardInterrupt:  # asked to stop at once: cancel, and leave the rest to resume
+            self.stop("interrupted")
             raise
-        for task in self.queue:  # every slot is gone: what is left cannot run anywhere
-            outcome = Outcome(False, reason=Reason.NO_SLOT, detail="no slot left to run it")
-            task.fail("-", outcome)
-            self.source.attempt_failed(task, outcome, None, True)
-            self.summary.failed += 1
-        self.queue.clear()
+        with self.cond:
+            if self.queue:  # every slot is gone (or the run stopped): a resume runs what waits
+                self.summary.unfinished += len(self.queue)
+                self.summary.stopped = self.summary.stopped or f"no slot left to run {len(self.queue)} waiting tasks"
+                self.queue.clear()
         return self.summary
 
-    def stop(self) -> None:
-        """Stop dispatching and cancel running attempts; they stay unreported (resume finds them)."""
+    def stop(self, why: str, cancel: bool = True) -> None:
+        """Stop dispatching (`why` goes to the summary and the watchers); with `cancel`, abort the running
+        attempts too. Whatever did not finish stays unreported: a resume runs it."""
         with self.cond:
-            self.stopping = True
+            first, self.stopping = not self.stopping, True
+            if first:
+                self.summary.stopped = why
             self.cond.notify_all()
-        for ex in self.executors:
-            ex.cancel()
+        if first:
+            self.watcher.notify(Event(EventKind.STOPPING, reason=why))
+        if cancel:
+            for ex in self.executors:
+                ex.cancel()
 
     def _slot(self, ex: Executor) -> None:
         try:
-            if ex.rig.stagger_s:
-                time.sleep(ex.rig.stagger_s * ex.index)
             if not self._start(ex):
                 return
             while (task := self._take(ex)) is not None:
@@ -149,12 +174,18 @@ class Scheduler:
                 self.cond.notify_all()
 
     def _start(self, ex: Executor) -> bool:
+        self._emit(EventKind.SLOT_STARTING, ex)
+        if ex.rig.stagger_s:
+            time.sleep(ex.rig.stagger_s * ex.index)
         try:
             ex.start()
         except Exception as exc:  # noqa: BLE001 - any start failure leaves the slot out, with why
             self._emit(EventKind.SLOT_LOST, ex, reason=str(exc))
             with self.cond:
                 self.summary.lost_slots += 1
+                self.not_started[ex.rig.name] += 1
+                if self.not_started[ex.rig.name] == self.slots_of[ex.rig.name]:
+                    self.summary.no_slot_started[ex.rig.name] = f"no slot started, the last: {exc}"
                 quarantined = self._count_failure(ex.rig, f"slot failed to start: {exc}")
             self._cancel_rig(quarantined)
             return False
@@ -200,7 +231,9 @@ class Scheduler:
                 return task
             if task is not None and not self.stopping:  # this slot's rig was quarantined meanwhile
                 self.queue.appendleft(task)
-            self.in_flight -= 1  # stopped meanwhile: the task stays unreported (resume finds it)
+            elif task is not None:  # stopped meanwhile: the task stays unreported (resume finds it)
+                self.summary.unfinished += 1
+            self.in_flight -= 1
         return self._take(ex)
 
     def _may_take_queued(self, ex: Executor) -> bool:
@@ -222,9 +255,21 @@ class Scheduler:
                 self.in_flight -= 1
                 self.cond.notify_all()
             return
+        with self.cond:
+            stopping = self.stopping
+        if stopping and outcome.reason == Reason.CANCELLED:  # stopped with the run: resume finds it
+            self._leave(ex, task, "cancelled: the run is stopping")
+            return
         task.fail(ex.rig.name, outcome)
-        final = task.attempt - task.first_attempt + 1 >= self.max_attempts
+        refused = outcome.reason == Reason.REFUSED
+        final = not refused and task.attempt - task.first_attempt + 1 >= self.max_attempts
         self.source.attempt_failed(task, outcome, ex.rig, final)
+        if refused:  # first stop dispatching, so that no slot takes a new task meanwhile
+            self.stop(f"{task.key} attempt {task.attempt} on {ex.rig.name}: {outcome.describe()}: no attempt"
+                      " can succeed until that is fixed", cancel=False)
+        if not final and (refused or stopping):
+            self._leave(ex, task, outcome.describe())
+            return
         self._emit(EventKind.FAILED if final else EventKind.RETRIED, ex, task, reason=outcome.describe())
         with self.cond:
             self.summary.failed += final
@@ -236,6 +281,14 @@ class Scheduler:
             self.in_flight -= 1
             self.cond.notify_all()
         self._cancel_rig(quarantined)
+
+    def _leave(self, ex: Executor, task: Task, why: str) -> None:
+        """An attempt ended while the run stops: its task is left unfinished, for a resume."""
+        self._emit(EventKind.LEFT, ex, task, reason=why)
+        with self.cond:
+            self.summary.unfinished += 1
+            self.in_flight -= 1
+            self.cond.notify_all()
 
     def _count_failure(self, rig: Rig, why: str) -> str | None:
         """Called with the lock held. Returns the rig's name when this failure quarantines it."""

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -99,7 +100,7 @@ class ScriptSlot:
         try:
             done = self.transport.run(argv, timeout=job.timeout_s, env=self.rig.slot_env(self.index))
         except TransportError as exc:
-            return Outcome(False, reason=exc.reason, detail=str(exc))
+            return Outcome(False, reason=exc.reason, detail=exc.detail)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
             return Outcome(False, reason=Reason.EXIT, detail=f"exit {done.returncode}: {tail[0][:300]}")
@@ -139,22 +140,26 @@ class JobsSource:
 
 
 def run_jobs(rigs_file: Path, jobs_file: Path, out_dir: Path, watcher: Watcher, *, max_attempts: int = 2,
-             quarantine_after: int = 3, out: TextIO = sys.stdout) -> tuple[Summary, dict[str, dict[str, Any]]]:
+             quarantine_after: int = 3, require_all_rigs: bool = False, out: TextIO = sys.stdout,
+             stop_requested: Callable[[], str | None] = lambda: None,
+             ) -> tuple[Summary, dict[str, dict[str, Any]], dict[str, str]]:
+    """Run the jobs; their summary, each job's outcome, and the rigs left out at the start with why."""
     jobs = load_jobs_file(jobs_file)
     rigs = load_inventory(rigs_file)
     opened = open_rigs(rigs, worker_bundle(), out)
+    opened.check_usable(require_all_rigs)
     source = JobsSource(jobs, out_dir)
     watcher.notify(Event(EventKind.PLANNED, value=len(jobs)))
     slots = [ScriptSlot(opened.transports[r.name], i) for r in rigs if r.name in opened.transports
              for i in range(r.slots)]
     started = time.time()
     try:
-        summary = Scheduler(source, slots, watcher, max_attempts=max_attempts,
-                            quarantine_after=quarantine_after).run()
+        summary = Scheduler(source, slots, watcher, max_attempts=max_attempts, quarantine_after=quarantine_after,
+                            stop_requested=stop_requested).run()
     finally:
         opened.close()
     write_json_atomic(out_dir / "summary.json", {
         "jobs_file": str(jobs_file), "seconds": round(time.time() - started, 3), "complete": summary.complete,
-        "failed": summary.failed, "retried": summary.retried, "quarantined": summary.quarantined,
-        "jobs": source.outcomes})
-    return summary, source.outcomes
+        "failed": summary.failed, "retried": summary.retried, "unfinished": summary.unfinished,
+        "stopped": summary.stopped, "rigs_out": {**opened.excluded, **summary.rigs_out}, "jobs": source.outcomes})
+    return summary, source.outcomes, opened.excluded

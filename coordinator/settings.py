@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass
@@ -10,8 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from worker import contract
-from worker.contract import DataRef, Job, TrialPayload
+from worker.contract import DataRef, Evaluation, Job, TrialPayload
 from worker.files import write_json_atomic
+
+OPTIMAL_CONFIG = "optimal_scorer_config.json"  # where Steps 3-6 read the optimum, unless told otherwise
+
+# The estimate's design, chosen by measurement (docs/BENCHMARKS.md, chapter 3): four networks, each
+# trained on the proposal's 450 survivors and judged on 1,500 of its own.
+DEFAULT_EVALUATION = Evaluation(replicates=4, eval_size=1500, nulls=200, objective="spearman_rho")
+CONFIRM_TOP = 5  # the search's best trials that are evaluated again on fresh samples
+CONFIRM_REPLICATES = 8  # networks per confirmation: twice the search's, for a tighter interval
+
+
+def confirm_evaluation(search: Evaluation, replicates: int = CONFIRM_REPLICATES) -> Evaluation:
+    """A confirmation's design: the search's, with more replicates."""
+    return dataclasses.replace(search, replicates=max(search.replicates, replicates))
 
 
 def new_run_id() -> str:
@@ -37,10 +51,11 @@ class RunSettings:
     sample_size: int
     timeout_s: float
     data: dict[str, DataRef]
+    evaluation: Evaluation
 
     def job(self, number: int, params: dict[str, Any], attempt: int) -> Job:
         payload = TrialPayload(self.prng_type, self.mod, self.sample_size, dict(self.data),
-                               {**params, "optuna_trial_number": number})
+                               {**params, "optuna_trial_number": number}, self.evaluation)
         return Job(study=self.study, run_id=self.run_id, trial_id=contract.trial_id(number), attempt=attempt,
                    timeout_s=self.timeout_s, code_hash=self.code_hash, payload=payload)
 

@@ -80,7 +80,8 @@ class WarmSlot:
             try:
                 self.start()
             except (ServerError, TransportError) as exc:
-                return Outcome(False, reason=Reason.LOST, detail=f"worker restart failed: {exc}")
+                return Outcome(False, reason=Reason.LOST,
+                               detail=f"worker restart failed: {getattr(exc, 'detail', exc)}")
         job = self.build(task)
         proc = self.proc
         assert proc is not None
@@ -91,7 +92,7 @@ class WarmSlot:
             self._drop(proc)
             reason = Reason.CANCELLED if self.cancelled else (
                 Reason.TIMEOUT if isinstance(exc, ServerError) else getattr(exc, "reason", Reason.LOST))
-            return Outcome(False, reason=reason, detail=str(exc))
+            return Outcome(False, reason=reason, detail=str(getattr(exc, "detail", exc)))  # the reason once
         if not isinstance(done, Done):
             detail = done.error if isinstance(done, protocol.BadRequest) else str(done)
             return Outcome(False, reason=Reason.PROTOCOL, detail=detail[:300])
@@ -110,11 +111,12 @@ class WarmSlot:
                 why = f": {done.error}" if done.error else ""
                 return Outcome(False, reason=Reason.MISSING,
                                detail=f"no result file {job.result_path} (worker exit {done.exit}{why})")
-            return Outcome(False, reason=exc.reason, detail=str(exc))
+            return Outcome(False, reason=exc.reason, detail=exc.detail)
         except ResultError as exc:
             return Outcome(False, reason=exc.reason, detail=str(exc))
         if record["status"] != contract.Status.SUCCESS:
-            return Outcome(False, reason=Reason.ERROR, detail=record["error"], record=record)
+            reason = Reason.REFUSED if done.exit == protocol.EXIT_REFUSED else Reason.ERROR
+            return Outcome(False, reason=reason, detail=record["error"], record=record)
         if done.exit != 0:
             return Outcome(False, reason=Reason.EXIT, detail=f"worker exit {done.exit} beside a success record",
                            record=record)

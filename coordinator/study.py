@@ -12,7 +12,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -81,6 +83,22 @@ class _OwnedJournal(JournalFileBackend):
         os.fsync(self._fd)
 
 
+class _ReadOnlyJournal(JournalFileBackend):
+    """The journal file as a reader sees it: any write through it is refused (only its owner writes)."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise StudyError(f"{self.path}: read-only here; only the coordinator that owns the study writes it")
+
+
+def read_only_storage(path: Path) -> JournalStorage:
+    """A study's journal for readers (the report, the dashboard): they can never change it."""
+    return JournalStorage(_ReadOnlyJournal(path))
+
+
 def storage_path(name: str, directory: Path = STUDIES_DIR) -> Path:
     return directory / f"{name}.journal"
 
@@ -106,7 +124,7 @@ class Study:
         path.parent.mkdir(parents=True, exist_ok=True)
         if writer:
             self._own(path)
-        self._journal = _OwnedJournal(path) if writer else JournalFileBackend(str(path))
+        self._journal = _OwnedJournal(path) if writer else _ReadOnlyJournal(path)
         storage = JournalStorage(self._journal)
         self.lock = threading.Lock()
         self.dists = distributions()
@@ -118,12 +136,19 @@ class Study:
         self._trials: dict[int, optuna.Trial] = {}
 
     def _own(self, path: Path) -> None:
-        """One coordinator per study: an exclusive flock the kernel drops when the process dies."""
-        self._owner = open(path.with_name(path.name + ".owner"), "a")
+        """One coordinator per study: an exclusive flock the kernel drops when the process dies. The lock
+        file says who holds it, so the refusal can name that process."""
+        self._owner = open(path.with_name(path.name + ".owner"), "a+")
         try:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise StudyError(f"{path}: study {self.name} is in use by another coordinator") from exc
+            self._owner.seek(0)
+            holder = self._owner.read().strip() or "a process that did not say who it is"
+            raise StudyError(f"{path}: study {self.name} is in use by another coordinator ({holder}); wait for it"
+                             " to end or stop it") from exc
+        self._owner.truncate(0)
+        self._owner.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self._owner.flush()
 
     # -- study-level attributes (the run's settings, so a resume needs no arguments) ---------------
 

@@ -17,6 +17,7 @@ from coordinator.transport import Transport
 from coordinator.transport.local import LocalTransport
 from coordinator.transport.ssh import SshTransport
 from tests.sshd import SSHD, SshServer, next_address
+from worker import demo
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,6 +25,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "ssh_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ssh)
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Step 1's output folder for the small sieve-made demo (about 1,000 survivors, 2,000 train and 500
+    holdout draws, java_lcg mod 1000), made once per session: copy it before changing it."""
+    out = tmp_path_factory.mktemp("small_demo")
+    demo.write(demo.make("small", seed=1), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_null(tmp_path_factory: pytest.TempPathFactory, small_demo: Path) -> Path:
+    """The small demo's null variant: the same survivors, uniform draws."""
+    out = tmp_path_factory.mktemp("small_null")
+    demo.write(demo.make("small", seed=1), out, null=True)
+    return out
 
 
 @pytest.fixture

@@ -18,29 +18,30 @@ from coordinator.study import Study
 from tests.faults.helpers import rigs_toml
 from tests.sshd import SshServer, wait_for
 from worker.bench import make_job
-from worker.synth import write_synthetic
+from worker.contract import Evaluation
 from worker.trial import run_trial
 
 pytestmark = pytest.mark.slow
 SAMPLE = 120
+EVALUATION = Evaluation(replicates=2, eval_size=240, nulls=50, objective="spearman_rho")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    write_synthetic(out, "planted", n_survivors=800, n_train=1200, n_holdout=300, seed=5)
-    return out
+def data(small_demo: Path) -> Path:
+    return small_demo
 
 
 def clean_accuracy(data: Path, record: dict) -> float:
     """The trial run again on the head, outside the coordinator: what a clean run gives."""
     params = {k: v for k, v in record["params"].items() if k != "optuna_trial_number"}
-    return run_trial(make_job(data, params, record["optuna_trial_number"], sample_size=SAMPLE), data).accuracy
+    return run_trial(make_job(data, params, record["optuna_trial_number"], sample_size=SAMPLE, evaluation=EVALUATION),
+                     data).accuracy
 
 
 def step2(root: Path, data: Path, rigs: list[Rig], trials: int, watcher=None) -> tuple[object, Study, Path]:
     (root / "rigs.toml").write_text(rigs_toml(rigs))
-    opts = Step2Options(rigs=root / "rigs.toml", data=data, trials=trials, sample_size=SAMPLE, study="c",
+    opts = Step2Options(rigs=root / "rigs.toml", data=data, mod=1000, trials=trials, sample_size=SAMPLE, study="c",
+                        replicates=EVALUATION.replicates, eval_size=EVALUATION.eval_size, nulls=EVALUATION.nulls,
                         timeout_s=60, output=root / "optimal_scorer_config.json",
                         studies_dir=root / "optuna_studies", runs_dir=root / "runs")
     state = RunState()

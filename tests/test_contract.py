@@ -21,6 +21,7 @@ def job_dict(**changes) -> dict:
         "sample_size": 450,
         "data": {role: {"path": f"data/{role}.json", "sha256": HASH} for role in contract.DATA_ROLES},
         "params": {"optuna_trial_number": 3},
+        "evaluation": {"replicates": 2, "eval_size": 450, "nulls": 100, "objective": "spearman_rho"},
     }
     job.update(changes)
     return job
@@ -28,7 +29,8 @@ def job_dict(**changes) -> dict:
 
 def test_a_valid_job_round_trips():
     job = contract.parse_job(job_dict())
-    assert job.trial_number == 3 and job.result_path == "results/r1/trial_0003.a1.json"
+    assert job.trial_number == 3 and job.result_path == "results/scorer_meta_opt_1/r1/trial_0003.a1.json"
+    assert job.path == "jobs/scorer_meta_opt_1/r1/trial_0003.a1.json"
     assert contract.parse_job(job.to_dict()) == job
 
 
@@ -43,6 +45,12 @@ def test_a_valid_job_round_trips():
     ({"prng": {"type": "java_lcg", "mod": 1}}, "prng.mod"),
     ({"prng": {"mod": 1000}}, "prng.type"),
     ({"sample_size": 1}, "sample_size"),
+    ({"evaluation": {"replicates": 0, "eval_size": 450, "nulls": 1, "objective": "spearman_rho"}},
+     "evaluation.replicates"),
+    ({"evaluation": {"replicates": 1, "eval_size": 449, "nulls": 1, "objective": "spearman_rho"}},
+     "evaluation.eval_size"),
+    ({"evaluation": {"replicates": 1, "eval_size": 450, "nulls": 1, "objective": "mse"}}, "evaluation.objective"),
+    ({"kind": "step2_confirm"}, "trial_id"),  # a confirmation is confirm_NNNN
     ({"format": 2}, "format"),
     ({"kind": "other"}, "kind"),
     ({"study": "../etc"}, "study"),
@@ -140,7 +148,25 @@ def test_code_hash_changes_with_any_worker_file(tmp_path: Path):
 def test_read_json_names_the_file(tmp_path: Path):
     bad = tmp_path / "job.json"
     bad.write_text("{")
-    with pytest.raises(contract.ContractError, match="job.json: field '<file>': not valid JSON"):
+    with pytest.raises(contract.ContractError, match="job.json: not valid JSON"):
         contract.read_json(bad)
     with pytest.raises(contract.ContractError, match="cannot read"):
         contract.read_json(tmp_path / "missing.json")
+
+
+def test_a_confirmation_is_seeded_apart_from_every_trial():
+    job = contract.parse_job(job_dict(kind="step2_confirm", trial_id="confirm_0003"))
+    trial = contract.parse_job(job_dict())
+    assert job.kind == "step2_confirm" and job.result_path == "results/scorer_meta_opt_1/r1/confirm_0003.a1.json"
+    assert job.payload.seed != trial.payload.seed and trial.payload.seed == [3]
+    assert {job.payload.net_seed(k) for k in range(3)}.isdisjoint({trial.payload.net_seed(k) for k in range(3)})
+    assert contract.parse_job(job.to_dict()) == job
+
+
+def test_a_value_outside_the_objectives_range_is_refused():
+    job = contract.parse_job(job_dict(evaluation={"replicates": 1, "eval_size": 450, "nulls": 0,
+                                                  "objective": "top_lift"}))
+    record = contract.make_result(job.identity(), accuracy=5.0, error=None)
+    assert contract.validate_result(record, "r.json", job) is record  # a lift of 5 is a top_lift value
+    with pytest.raises(contract.ContractError, match="outside the top_lift range"):
+        contract.validate_result({**record, "accuracy": -1.5}, "r.json", job)

@@ -9,16 +9,16 @@ from worker import data as data_module
 from worker.bench import make_job
 from worker.contract import ContractError, DataRef, parse_job
 from worker.data import load_dataset
+from worker.demo import write_uniform
 from worker.files import sha256_file
 from worker.params import random_params
-from worker.synth import write_synthetic
 
 PARAMS = random_params(np.random.default_rng(0))
 
 
 @pytest.fixture()
 def root(tmp_path):
-    write_synthetic(tmp_path, "null", n_survivors=40, n_train=300, n_holdout=100, seed=2)
+    write_uniform(tmp_path, n_survivors=40, n_train=300, n_holdout=100, seed=2)
     return tmp_path
 
 
@@ -58,8 +58,10 @@ def test_json_survivors_and_draw_objects(root):
     job = job_for(root, sample_size=3, survivors=write(root, "s.json", seeds),
                   train_history=write(root, "t.json", [{"draw": d} for d in (1, 2, 3)]),
                   holdout_history=write(root, "h.json", [4]))
-    ds = load_dataset(job, root)
-    assert ds.seeds.tolist() == [5, 2**64 - 1, 2**64 - 1]
+    ds = load_dataset(dataclasses.replace(job, sample_size=2, evaluation=dataclasses.replace(job.evaluation,
+                                                                                             eval_size=2)), root)
+    assert ds.seeds.tolist() == [5, 2**64 - 1]  # -1 is 2**64 - 1: one survivor, listed twice
+    assert ds.survivors.duplicates == 1
     assert ds.train.tolist() == [1, 2, 3] and ds.holdout.tolist() == [4]
     job = job_for(root, sample_size=3, survivors=write(root, "plain.json", [7, 8, 9]))
     assert load_dataset(job, root).seeds.tolist() == [7, 8, 9]

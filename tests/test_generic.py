@@ -43,7 +43,7 @@ def job(name: str, mode: str) -> dict:
 def test_success_needs_exit_zero_and_valid_output(tmp_path: Path):
     rigs, jobs_file = setup(tmp_path, [job("good", "ok"), job("exit", "fail"), job("err", "errjson"),
                                        job("bad", "corrupt")])
-    summary, outcomes = run_jobs(rigs, jobs_file, tmp_path / "run", RunState(), max_attempts=2)
+    summary, outcomes, _ = run_jobs(rigs, jobs_file, tmp_path / "run", RunState(), max_attempts=2)
     assert summary.complete == 1 and summary.failed == 3
     assert outcomes["good"]["status"] == "success"
     assert json.loads((tmp_path / "run" / "outputs" / "good.json").read_text())["name"] == "good"
@@ -58,7 +58,7 @@ def test_shell_metacharacters_in_args_are_data(tmp_path: Path):
     marker = tmp_path / "pwned"
     rigs, jobs_file = setup(tmp_path, [job("x", "ok") | {"args": ["x", f"$(touch {marker})"]},
                                        job("y", "ok") | {"args": ["y", f"`touch {marker}`; touch {marker}"]}])
-    summary, _ = run_jobs(rigs, jobs_file, tmp_path / "run", RunState())
+    summary, _, _ = run_jobs(rigs, jobs_file, tmp_path / "run", RunState())
     assert summary.complete == 2 and not marker.exists()
 
 

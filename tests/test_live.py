@@ -27,7 +27,8 @@ from coordinator.events import Event
 from coordinator.live import view_for
 
 with view_for(no_tui=sys.argv[1] == "1") as view:
-    for e in (Event("planned", value=2), Event("slot-ready", rig="head", slot=0),
+    for e in (Event("planned", value=2), Event("slot-starting", rig="head", slot=0),
+              Event("slot-starting", rig="rig-a", slot=0, gpu=3), Event("slot-ready", rig="head", slot=0),
               Event("slot-ready", rig="rig-a", slot=0, gpu=3),
               Event("started", rig="head", slot=0, task="trial_0000", attempt=1),
               Event("started", rig="rig-a", slot=0, gpu=3, task="trial_0001", attempt=1)):
@@ -44,26 +45,39 @@ with view_for(no_tui=sys.argv[1] == "1") as view:
 def test_render_shows_slots_progress_best_and_quarantine() -> None:
     state = RunState(total=10)
     now = time.monotonic()
-    for e in (Event("started", rig="head", slot=0, task="trial_0000", attempt=1),
+    state.started_at = now - 80
+    for e in (Event("slot-starting", rig="head", slot=0, at=now - 80), Event("slot-ready", rig="head", slot=0),
+              Event("slot-starting", rig="head", slot=1, at=now - 80), Event("slot-ready", rig="head", slot=1),
+              Event("started", rig="head", slot=0, task="trial_0000", attempt=1, at=now - 60),
               Event("finished", rig="head", slot=0, task="trial_0000", attempt=1, value=0.4123),
               Event("started", rig="head", slot=1, task="trial_0002", attempt=2, at=now - 12.5),
               Event("started", rig="rig-a", slot=0, gpu=3, task="trial_0001", attempt=1),
+              Event("started", rig="rig-a", slot=1, gpu=4, task="trial_0003", attempt=1),
               Event("retried", rig="rig-a", slot=0, gpu=3, task="trial_0001", attempt=1, reason="timeout"),
               Event("quarantined", rig="rig-a", reason="3 failures in a row, last: timeout"),
-              Event("slot-lost", rig="rig-b", slot=0, gpu=5, reason="connection refused")):
+              Event("retried", rig="rig-a", slot=1, gpu=4, task="trial_0003", attempt=1, reason="cancelled"),
+              Event("slot-starting", rig="rig-c", slot=0, at=now - 4.0),
+              Event("slot-starting", rig="rig-c", slot=1, at=now - 4.0), Event("slot-ready", rig="rig-c", slot=1),
+              Event("slot-lost", rig="rig-b", slot=0, gpu=5,
+                    reason="process output ended; stderr: Traceback (most recent call last):\n  File x\n"
+                           "ModuleNotFoundError: No module named 'torch'")):
         state.notify(e)
-    state.started_at = now - 60  # one trial done in a minute: nine left take nine
-    console = Console(force_terminal=True, file=io.StringIO(), width=120)
+    console = Console(force_terminal=True, file=io.StringIO(), width=160)
     console.print(LiveView(state, console=console))
     lines = [" ".join(line.replace("│", " ").split()) for line in ANSI.sub("", console.file.getvalue()).splitlines()]
 
     assert "head 0 - idle" in lines
     assert "head 1 - trial_0002 2 12.5s running" in lines
-    assert "rig-a 0 3 quarantined" in lines
+    assert "rig-a 0 3 quarantined" in lines and "rig-a 1 4 quarantined" in lines  # every slot of the rig
     assert "rig-b 0 5 lost" in lines
+    assert "rig-c 0 - 4.0s starting" in lines and "rig-c 1 - idle" in lines
     assert not any("-1" in line for line in lines)  # the rig-wide quarantine event is no slot
-    assert any("1/10 trials" in line and "elapsed 0:01:00" in line and "ETA 0:09:00" in line for line in lines)
-    assert "best 0.412300 (trial_0000) complete 1 failed 0 retried 1" in lines
+    # one trial done a minute after the first started (warm-up before it is no trial time): nine more take nine
+    assert any("1/10 trials" in line and "elapsed 0:01:20" in line and "ETA 0:09:00" in line for line in lines)
+    assert "best 0.412300 (trial_0000) complete 1 failed 0 retried 2" in lines
+    assert "warming up: rig-c 1/2 slots ready" in lines
+    assert ("last failure: - on rig-b/slot0: process output ended; stderr: Traceback (most recent call last):"
+            " ... ModuleNotFoundError: No module named 'torch'") in lines
     assert "quarantined rig-a: 3 failures in a row, last: timeout" in lines
 
 
@@ -109,7 +123,11 @@ def test_plain_lines_off_a_terminal_or_with_no_tui(no_tui: bool, terminal: bool)
     text = run_script(no_tui, terminal).replace("\r\n", "\n")
     assert "\x1b[" not in text
     assert "view: PlainLines" in text
-    for line in ("started head/slot0 trial_0000 attempt 1", "started rig-a/slot0/gpu3 trial_0001 attempt 1",
-                 "finished head/slot0 trial_0000 attempt 1 accuracy=0.500000",
-                 "failed rig-a/slot0/gpu3 trial_0001 attempt 1 reason: timeout", "rig-a answers slowly"):
-        assert line + "\n" in text
+    stamp = r"\d\d:\d\d:\d\d"
+    for line in (r"\[0/2\] planned 2 trials", r"\[0/2\] slot-starting head/slot0",
+                 r"\[0/2\] slot-ready head/slot0 \(1/1 slots of head ready\)",
+                 r"\[0/2\] started rig-a/slot0/gpu3 trial_0001 attempt 1",
+                 r"\[1/2\] finished head/slot0 trial_0000 attempt 1 accuracy=0\.500000",
+                 r"\[2/2\] failed rig-a/slot0/gpu3 trial_0001 attempt 1 reason: timeout"):
+        assert re.search(f"^{stamp} {line}$", text, re.MULTILINE), line
+    assert "rig-a answers slowly\n" in text

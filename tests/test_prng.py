@@ -74,3 +74,26 @@ def test_unknown_prng_names_the_field():
         get_generator("mersenne_twister", "jobs/s/trial_0000.json")
     assert (err.value.source, err.value.field) == ("jobs/s/trial_0000.json", "prng.type")
     assert "java_lcg" in err.value.problem
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_per_seed_starts_and_strides_forward_and_back(name):
+    """outputs() with a start and a stride of its own per seed, negative ones included (the inverse map),
+    against stepping one state at a time."""
+    gen = GENERATORS[name]
+    rng = np.random.default_rng(11)
+    start, stride = rng.integers(-400, 400, len(SEEDS)), rng.integers(-6, 7, len(SEEDS))
+    got = gen.outputs(SEEDS, start, stride, 25, 1000)
+    inverse = pow(gen.multiplier, -1, gen.modulus)
+    for i, seed in enumerate(SEEDS):
+        state = gen.states(np.array([seed]))[0].item()
+        want, at = [], 0
+        for t in range(25):
+            step = int(start[i] + stride[i] * t)
+            for _ in range(abs(step - at)):
+                state = ((gen.multiplier * state + gen.increment) if step > at else inverse * (state - gen.increment)) \
+                    % gen.modulus
+            at = step
+            want.append((state >> gen.shift) % 1000)
+        assert got[i].tolist() == want
+    assert np.array_equal(gen.advance(gen.advance(SEEDS, start), -start), gen.advance(SEEDS, 0))

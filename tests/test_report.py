@@ -100,6 +100,18 @@ def test_report_figures_and_files(tmp_path: Path) -> None:
         assert path.stat().st_size > 1000
     assert (out / "plotly.min.js").is_file()
     assert json.loads((out / "summary.json").read_text()) == summary
+    assert "s: Spearman" in (out / "history.html").read_text()  # titles name the study
+
+
+def test_report_tables_read_as_counts_with_no_empty_column(tmp_path: Path) -> None:
+    make_study(tmp_path, "s", 30)
+    console = Console(file=io.StringIO(), width=150)
+    report("s", studies_dir=tmp_path / "optuna_studies", runs_dir=tmp_path / "runs", console=console)
+    text = console.file.getvalue()
+    coverage = text.splitlines()[text.splitlines().index("survivor coverage") + 4]
+    assert "e+" not in text and f"{POOL:,}" in coverage  # counts, never 1.122e+04
+    importance = text[text.index("parameter importance"):].splitlines()
+    assert importance[2].split() == ["┃", "parameter", "┃", "share", "┃"]  # two named columns
 
 
 def test_null_margin(tmp_path: Path) -> None:

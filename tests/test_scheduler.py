@@ -125,8 +125,9 @@ def test_a_failing_rig_is_quarantined_and_its_running_attempts_come_back():
 
 def test_a_rig_that_cannot_start_loses_no_task():
     source = ListSource(5)
-    summary, _ = run(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "nostart")])
-    assert summary.complete == 5 and summary.lost_slots == 1
+    summary, _ = run(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "nostart"), FakeSlot(RIG_A, 1, "nostart")])
+    assert summary.complete == 5 and summary.lost_slots == 2
+    assert summary.rigs_out == {"a": "no slot started, the last: connection refused"}  # the rig is out, and why
 
 
 def test_a_retry_waits_for_a_head_slot_still_starting():
@@ -138,13 +139,53 @@ def test_a_retry_waits_for_a_head_slot_still_starting():
     assert sorted(head.ran) == [("t0", 2), ("t1", 2), ("t2", 2)]
 
 
-def test_no_slot_left_fails_the_waiting_retry_and_asks_no_more():
+def test_no_slot_left_leaves_the_waiting_retry_for_resume_and_asks_no_more():
     source = ListSource(2)
     summary, _ = run(source, [FakeSlot(RIG_A, 0, "crash")], quarantine_after=1, max_attempts=2)
-    assert summary.complete == 0 and summary.failed == 1
-    status, failures = source.told["t0"]
-    assert status == "fail" and [f["reason"] for f in failures] == ["exit", "no-slot"]
+    assert summary.complete == 0 and summary.failed == 0 and summary.unfinished == 1
+    assert "t0" not in source.told and source.attempts == [("t0", 1, "a")]  # recorded, not told: resumable
+    assert summary.stopped == "no slot left to run 1 waiting tasks"
     assert source.left == [1]  # never asked, so never left RUNNING in the study
+
+
+def test_a_refused_attempt_stops_dispatch_and_fails_no_trial():
+    """One refusal (the worker says no attempt can succeed) stops new work at once; the attempt running
+    elsewhere finishes and is told; the refused trial is recorded, never told, so a resume runs it."""
+
+    class RefuseFirst(FakeSlot):
+        def execute(self, task):
+            self.ran.append((task.key, task.attempt))
+            started.wait(5)
+            return Outcome(False, reason="refused", detail="data/x: file hashes to 1, the job expects 2")
+
+    class SlowOk(FakeSlot):
+        def execute(self, task):
+            started.set()
+            wait_for(lambda: "t" in state.stopping)
+            return super().execute(task)
+
+    started = threading.Event()
+    source, state = ListSource(10), RunState()
+    summary = Scheduler(source, [SlowOk(HEAD, 0, "ok"), RefuseFirst(RIG_A, 0, "ok")], state).run()
+    refused = next(key for key, _, rig in source.attempts if rig == "a")
+    assert summary.complete == 1 and summary.failed == 0 and summary.unfinished == 1 and summary.retried == 0
+    assert refused not in source.told and len(source.told) == 1  # the other trial finished and was told
+    assert summary.stopped.startswith(f"{refused} attempt 1 on a: refused: data/x: file hashes to 1")
+    assert len(source.left) == 8  # nothing more was asked
+    assert state.unfinished == 1 and state.stopping == summary.stopped
+
+
+def test_a_stop_request_cancels_running_attempts_and_leaves_them_unfinished():
+    source = ListSource(10)
+    slots = [FakeSlot(HEAD, 0, "hang"), FakeSlot(RIG_A, 0, "hang"), FakeSlot(RIG_A, 1, "hang")]
+    state = RunState()
+    scheduler = Scheduler(source, slots, state,
+                          stop_requested=lambda: "interrupted by SIGINT" if len(source.order) == 3 else None)
+    summary = scheduler.run()
+    assert all(slot.cancelled.is_set() for slot in slots)
+    assert summary.stopped == "interrupted by SIGINT" and summary.unfinished == 3
+    assert summary.retried == 0 and summary.failed == 0 and source.told == {} and source.attempts == []
+    assert state.retried == 0 and state.unfinished == 3
 
 
 def test_a_resumed_task_numbers_on_with_a_fresh_budget():

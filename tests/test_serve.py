@@ -19,9 +19,9 @@ import pytest
 
 from worker import protocol
 from worker.bench import HEAVIEST, make_job
+from worker.demo import write_uniform
 from worker.files import write_json_atomic
 from worker.protocol import RIG
-from worker.synth import write_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = REPO / "tests" / "faults" / "hooks"
@@ -105,7 +105,7 @@ class Tree:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[Tree]:
-    write_synthetic(tmp_path, "planted", n_survivors=60, n_train=2500, n_holdout=200)
+    write_uniform(tmp_path, n_survivors=60, n_train=2500, n_holdout=200)
     started = Tree(tmp_path)
     yield started
     for pid in started.alive():
@@ -175,7 +175,7 @@ def test_the_servers_hold_their_memory_in_huge_pages(tree: Tree):
 
 def test_each_slot_pins_its_own_gpu_for_its_trials(tmp_path: Path):
     """The one GPU variable, set per slot in its slot server, is what the trial's own process sees."""
-    write_synthetic(tmp_path, "planted", n_survivors=60, n_train=2500, n_holdout=200)
+    write_uniform(tmp_path, n_survivors=60, n_train=2500, n_holdout=200)
     tree = Tree(tmp_path, "faulty_worker", {"STEP2_FAULT_GPU_LOG": "1"})
     try:
         seen = {}

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 
 from coordinator.study import Study, storage_path
-from worker.synth import write_synthetic
+from worker.demo import write_uniform
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PY = str(Path(sys.executable))
+EVALUATION = ("--replicates", "2", "--eval-size", "400", "--nulls", "100")  # the small demo's pool holds ~900
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("planted")
-    write_synthetic(out, "planted", n_survivors=3000, n_train=2000, n_holdout=500, seed=3)
-    return out
+def planted(small_demo: Path) -> Path:
+    """The small sieve-made demo: Step 1's output folder as it is."""
+    return small_demo
 
 
 def head_inventory(where: Path, slots: int = 2) -> Path:
@@ -48,8 +48,8 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 @pytest.mark.slow
 def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
     head_inventory(tmp_path)
-    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--trials", "10", "--sample-size", "200",
-                       "--study", "s10", "--no-tui")
+    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "10",
+                       "--sample-size", "200", *EVALUATION, "--study", "s10", "--no-tui")
     out = finish(proc)
     assert proc.returncode == 0, out
     trials = tmp_path / "runs" / "s10" / "trials"
@@ -69,14 +69,14 @@ def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
     assert ctx["survivor_coverage"]["unique_seen"] > 200
     study = Study("s10", tmp_path / storage_path("s10"), seed=0, create=False, writer=False)
     assert sorted(t.value for t in study.trials()) == sorted(r["accuracy"] for r in finals.values())
-    assert (tmp_path / "jobs" / "s10" / "trial_0009.json").is_file()
+    assert (tmp_path / "jobs" / "s10" / ctx["run_id"] / "trial_0009.a1.json").is_file()  # every attempt's job
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_completes_without_rerunning(tmp_path: Path, planted: Path):
     head_inventory(tmp_path)
-    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--trials", "12", "--sample-size", "200",
-                       "--study", "sk", "--no-tui", start_new_session=True)
+    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "12",
+                       "--sample-size", "200", *EVALUATION, "--study", "sk", "--no-tui", start_new_session=True)
     trials = tmp_path / "runs" / "sk" / "trials"
     journal = tmp_path / storage_path("sk")
 
@@ -124,3 +124,70 @@ def test_resume_after_sigkill_completes_without_rerunning(tmp_path: Path, plante
             continue
         assert "interrupted" in record["error"]
         assert trial.attrs["attempts"] == attempt + 1 and trial.attrs["failures"][0]["reason"] == "interrupted"
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--trials", "0"), "--trials must be at least 1, got 0"),
+    (("--trials", "-3"), "--trials must be at least 1, got -3"),
+    (("--sample-size", "0"), "--sample-size must be at least 2, got 0"),
+    (("--trial-timeout", "0"), "--trial-timeout must be a positive number of seconds, got 0"),
+    (("--attempts", "0"), "--attempts must be at least 1, got 0"),
+    (("--quarantine-after", "0"), "--quarantine-after must be at least 1, got 0"),
+    (("--seed", "-1"), "--seed must be in 0..4294967295, got -1"),
+    (("--mod", "1"), "--mod must be at least 2, got 1"),
+    (("--prng", "xorshift9"), "--prng: unknown PRNG type 'xorshift9'"),
+    (("--study", "my study"), "--study 'my study': a study name is 1-128 letters"),
+    (("--output", "nowhere/config.json"), "--output nowhere/config.json: no folder nowhere"),
+    (("--resume", "s"), "--resume s: no study at optuna_studies/s.journal (studies there: none)"),
+    (("--sample-size", "5000"), "bidirectional_survivors_binary.npz: field 'seeds': sample_size 5000 is larger"
+                                " than the pool of 911"),
+    (("--eval-size", "100"), "--eval-size 100 is below the sample size 450"),
+    (("--replicates", "0"), "--replicates must be at least 1, got 0"),
+], ids=lambda v: "_".join(v) if isinstance(v, tuple) else None)
+def test_a_bad_option_is_refused_before_anything_is_created(tmp_path: Path, planted: Path, args, says):
+    """One error naming the option, exit 2, and nothing made: no journal, no runs/ or jobs/, no rig's
+    workdir (so no slot was warmed), the study's name still free."""
+    head_inventory(tmp_path)
+    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--study", "s", "--no-tui", *args)
+    out = finish(proc, timeout=60)
+    assert proc.returncode == 2, out
+    (error,) = [line for line in out.splitlines() if line.startswith("coordinator step2: ")]
+    assert says in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rigs.toml"]
+
+
+@pytest.mark.slow
+def test_resume_keeps_result_settings_and_extends_the_study(tmp_path: Path, planted: Path):
+    """A resume that changes a setting that changes results is refused, naming it; --trials N extends the
+    study; the optimum the first run wrote is kept beside the one the resume writes."""
+    head_inventory(tmp_path, slots=1)
+    first = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "3", "--sample-size",
+                        "200", *EVALUATION, "--seed", "4", "--study", "s", "--no-tui")
+    assert finish(first).endswith(f"optimal config: {Path('optimal_scorer_config.json')}\n")
+    config = tmp_path / "optimal_scorer_config.json"
+    written = config.read_bytes()
+    study = Study("s", tmp_path / storage_path("s"), seed=0, create=False, writer=False)
+    runs = study.meta()["runs"]
+
+    for args, says in ((("--sample-size", "300"), "--sample-size gives sample_size 300, the study recorded 200"),
+                       (("--seed", "5"), "--seed gives seed 5, the study recorded 4"),
+                       (("--mod", "999"), "--mod gives prng.mod 999, the study recorded 1000"),
+                       (("--replicates", "3"), "--replicates gives evaluation.replicates 3, the study recorded 2"),
+                       (("--trials", "2"), "--trials 2: study s already holds 3 trials")):
+        proc = coordinator(tmp_path, "step2", "--resume", "s", "--no-tui", *args)
+        out = finish(proc, timeout=60)
+        assert proc.returncode == 2 and says in out, out
+    other = tmp_path / "other"
+    write_uniform(other, n_survivors=3000, n_train=2000, n_holdout=500, seed=4)
+    proc = coordinator(tmp_path, "step2", "--resume", "s", "--data", str(other), "--no-tui")
+    out = finish(proc, timeout=60)
+    assert proc.returncode == 2 and "--data gives data.survivors.sha256 " in out, out
+    assert study.meta()["runs"] == runs  # none of these began a run
+
+    proc = coordinator(tmp_path, "step2", "--resume", "s", "--trials", "5", "--sample-size", "200", "--no-tui")
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert [t.state for t in study.trials()] == ["COMPLETE"] * 5 and study.meta()["trials"] == 5
+    kept = next(tmp_path.glob("optimal_scorer_config.2*.json"))
+    assert kept.read_bytes() == written and json.loads(config.read_text())["_run_context"]["complete"] == 5
+    assert f"optimal config: {Path('optimal_scorer_config.json')} (the previous one is kept as {kept.name})" in out

@@ -4,6 +4,8 @@ a killed coordinator completed on resume, crashes told as FAIL with their reason
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,15 +31,35 @@ def test_asked_params_are_valid_worker_params(tmp_path: Path):
 def test_one_coordinator_per_study(tmp_path: Path):
     path = storage_path("s", tmp_path)
     first = Study("s", path, seed=0, create=True)
-    with pytest.raises(StudyError, match="in use by another coordinator"):
+    with pytest.raises(StudyError, match=f"in use by another coordinator \\(pid {os.getpid()} on "):
         Study("s", path, seed=0, create=False)
     reader = Study("s", path, seed=0, create=False, writer=False)
     assert reader.trials() == [] and first.trials() == []
     number, _ = first.ask()
     first.tell_value(number, 0.25)
     assert [(t.state, t.value) for t in reader.trials()] == [("COMPLETE", 0.25)]  # a reader follows the writer
+    with pytest.raises(StudyError, match="read-only here"):
+        reader.set_meta("x", 1)  # only the owner writes
     with pytest.raises(StudyError, match="already stored"):
         Study("s", path, seed=0, create=True, writer=False)
+
+
+def test_the_lock_refusal_names_the_process_that_holds_it(tmp_path: Path):
+    path = storage_path("s", tmp_path)
+    Study("s", path, seed=0, create=True)  # then dropped: its lock with it
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path;"
+                               " from coordinator.study import Study;"
+                               " s = Study('s', Path(sys.argv[1]), seed=0, create=False); print('held', flush=True);"
+                               " time.sleep(60)", str(path)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(StudyError, match=f"in use by another coordinator \\(pid {holder.pid} on .*, since "):
+            Study("s", path, seed=0, create=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    Study("s", path, seed=0, create=False)  # free again once its holder is gone
 
 
 def test_the_owner_appends_without_lock_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
 import sys
 import time
 import uuid
@@ -143,8 +144,12 @@ def test_unknown_host_key_is_refused_with_how_to_trust(ssh_server: Callable[...,
         err = connect_error(server, known_hosts=str(known_hosts))
         assert err.reason == "host-key"
         assert server.fingerprint in err.detail
-        assert f"ssh-keyscan -p {server.port} {server.addr} >> {known_hosts}" in err.detail
+        assert f"ssh-keyscan -H -p {server.port} {server.addr} >> {known_hosts}" in err.detail
     assert empty.read_text() == ""  # never auto-added
+    trust = err.detail.rpartition("then trust it: ")[2]  # the operator's next step, run as given
+    subprocess.run(["sh", "-c", trust], check=True, capture_output=True, timeout=30)
+    assert "|1|" in (tmp_path / "absent").read_text()  # hashed (-H): the file does not list the rig's address
+    SshTransport(server.rig(known_hosts=str(tmp_path / "absent"))).close()
 
 
 def test_changed_host_key_is_refused(ssh_server: Callable[..., SshServer], tmp_path: Path) -> None:

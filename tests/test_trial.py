@@ -8,9 +8,9 @@ import pytest
 
 from worker.bench import bench, make_job
 from worker.contract import ContractError, make_result
+from worker.demo import write_uniform
 from worker.params import random_params
 from worker.prng import GENERATORS
-from worker.synth import write_synthetic
 from worker.trial import run_trial
 
 PARAMS = random_params(np.random.default_rng(4))
@@ -62,7 +62,7 @@ def test_unknown_prng(one_seed):
     job = dataclasses.replace(job, payload=dataclasses.replace(job.payload, prng_type="rand48"))
     with pytest.raises(ContractError) as err:
         run_trial(job, one_seed)
-    assert err.value.field == "prng.type" and err.value.source == "jobs/bench/trial_0000.json"
+    assert err.value.field == "prng.type" and err.value.source == job.path == "jobs/bench/bench/trial_0000.a1.json"
 
 
 def test_out_of_range_parameter(one_seed):
@@ -74,7 +74,7 @@ def test_out_of_range_parameter(one_seed):
 
 def test_bench_prints_phases_and_trial_seconds(tmp_path, capsys):
     # The bench makes proposal-scale data when the directory has none; a small set keeps this fast.
-    write_synthetic(tmp_path, "planted", n_survivors=500, n_train=1500, n_holdout=500)
+    write_uniform(tmp_path, n_survivors=500, n_train=1500, n_holdout=500)
     medians = bench(tmp_path, repeats=2)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"trial_seconds={medians['trial_seconds']:.4f}"
@@ -82,7 +82,7 @@ def test_bench_prints_phases_and_trial_seconds(tmp_path, capsys):
 
 
 def test_worker_imports_only_numpy_scipy_torch():
-    code = ("import sys, worker.trial, worker.bench, worker.synth; "
+    code = ("import sys, worker.trial, worker.bench, worker.demo; "
             "print(sorted(m for m in ('optuna', 'rich', 'paramiko', 'fabric', 'coordinator') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

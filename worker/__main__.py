@@ -1,4 +1,4 @@
-"""`python -m worker run JOB | serve | synth | bench`: the rig-side command line."""
+"""`python -m worker run JOB | serve | demo | bench`: the rig-side command line."""
 
 from __future__ import annotations
 
@@ -23,15 +23,12 @@ def main(argv: list[str] | None = None) -> int:
                            " named on stdin, one at a time")
     serve.add_argument("--root", type=Path, default=Path("."), help="work directory (default: .)")
 
-    synth = sub.add_parser("synth", help="write a synthetic data set with known truth")
-    synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--mode", choices=("planted", "null"), required=True)
-    synth.add_argument("--survivors", type=int, default=17_126)
-    synth.add_argument("--train", type=int, default=4_000)
-    synth.add_argument("--holdout", type=int, default=1_000)
-    synth.add_argument("--mod", type=int, default=1_000)
-    synth.add_argument("--prng", default="java_lcg")
-    synth.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="write sieve-made demo data in Step 1's output format, with its truth")
+    demo.add_argument("--out", type=Path, required=True, help="the Step 1 folder to write")
+    demo.add_argument("--null", type=Path, help="also write the null variant here (same survivors, uniform draws)")
+    demo.add_argument("--scale", choices=("demo", "small"), default="demo",
+                      help="demo: about the proposal's scale (default); small: a quick one")
+    demo.add_argument("--seed", type=int, default=0)
 
     bench = sub.add_parser("bench", help="time one trial at the proposal's scale on this machine")
     bench.add_argument("--data", type=Path, default=Path("data/bench"))
@@ -50,12 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.rig_server import serve_rig
 
         return serve_rig(args.root)
-    if args.command == "synth":
-        from worker.synth import synth_command
+    if args.command == "demo":
+        from worker.demo import demo_command
 
-        synth_command(args.out, args.mode, n_survivors=args.survivors, n_train=args.train,
-                      n_holdout=args.holdout, mod=args.mod, prng=args.prng, seed=args.seed)
-        return 0
+        return demo_command(args.out, args.scale, args.seed, args.null)
     if args.command == "bench":
         from worker.bench import bench
 

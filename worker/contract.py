@@ -10,6 +10,7 @@ parses its own fields and says what a valid result of it holds. Step 2's trial i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -22,6 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
+
 from worker import VERSION, objective, protocol
 
 JOB_FORMAT = 1
@@ -29,12 +32,13 @@ RESULT_FORMAT = 1
 DATA_ROLES = ("survivors", "train_history", "holdout_history")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_TRIAL_ID = re.compile(r"^trial_\d{4,}$")
+_TRIAL_ID = re.compile(r"^(trial|confirm)_\d{4,}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class JobKind(StrEnum):
     STEP2_TRIAL = "step2_trial"
+    STEP2_CONFIRM = "step2_confirm"
 
 
 class Status(StrEnum):
@@ -43,11 +47,12 @@ class Status(StrEnum):
 
 
 class ContractError(ValueError):
-    """A job or result file that breaks the contract; the message names the file and field."""
+    """A job or result file that breaks the contract; the message names the file and field (a field
+    in angle brackets, `<file>` or `<root>`, stands for the whole file and is not named)."""
 
     def __init__(self, source: str | os.PathLike[str], field: str, problem: str):
         self.source, self.field, self.problem = str(source), field, problem
-        super().__init__(f"{source}: field '{field}': {problem}")
+        super().__init__(f"{source}: {problem}" if field.startswith("<") else f"{source}: field '{field}': {problem}")
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,44 @@ class Payload(Protocol):
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """How a trial's value is estimated: `replicates` networks, each trained on its own sample of
+    `sample_size` survivors and judged on `eval_size` survivors (its training sample and others, none
+    shared between replicates); `nulls` permutations give each figure's chance level; `objective` names
+    the figure the study optimises."""
+
+    replicates: int
+    eval_size: int
+    nulls: int
+    objective: str
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any], source: str | os.PathLike[str], sample_size: int) -> Evaluation:
+        ev = _get(source, obj, "evaluation", dict)
+        replicates, eval_size, nulls = (_get(source, ev, key, int, "evaluation.")
+                                        for key in ("replicates", "eval_size", "nulls"))
+        if replicates < 1:
+            raise ContractError(source, "evaluation.replicates", f"must be >= 1, got {replicates}")
+        if eval_size < sample_size:
+            raise ContractError(source, "evaluation.eval_size", f"{eval_size} is below sample_size {sample_size}:"
+                                                                " each network is judged on its own sample at least")
+        if nulls < 0:
+            raise ContractError(source, "evaluation.nulls", f"must be >= 0, got {nulls}")
+        name = _get(source, ev, "objective", str, "evaluation.")
+        if name not in objective.OBJECTIVES:
+            raise ContractError(source, "evaluation.objective",
+                                f"{name!r} is not one of {sorted(objective.OBJECTIVES)}")
+        return cls(replicates, eval_size, nulls, name)
+
+
+CONFIRM_TAG = 0xC0_0F_17_3D  # seeds a confirmation's samples apart from every trial's (which are its number)
+
+
+@dataclass(frozen=True)
 class TrialPayload:
-    """A Step 2 trial: the data, the PRNG and modulus, the sample size and the trial's parameters
-    (with `optuna_trial_number`, which seeds everything random in the trial). Its result's `accuracy`
-    is the objective's value on success and null on error."""
+    """A Step 2 trial: the data, the PRNG and modulus, the sample size, how the value is estimated and
+    the trial's parameters (with `optuna_trial_number`, which seeds everything random in the trial). Its
+    result's `accuracy` is the objective's value on success and null on error."""
 
     kind: ClassVar[JobKind] = JobKind.STEP2_TRIAL
     prng_type: str
@@ -86,10 +125,25 @@ class TrialPayload:
     sample_size: int
     data: dict[str, DataRef]
     params: dict[str, Any]
+    evaluation: Evaluation
 
     @property
     def trial_number(self) -> int:
         return int(self.params["optuna_trial_number"])
+
+    @property
+    def seed(self) -> list[int]:
+        """What seeds the samples: the trial number, as the proposal has it."""
+        return [self.trial_number]
+
+    def task_id(self) -> str:
+        return trial_id(self.trial_number)
+
+    def net_seed(self, replicate: int) -> int:
+        """Seeds replicate k's network: the trial number for the first, as ever; derived for the others."""
+        if replicate == 0 and self.kind == JobKind.STEP2_TRIAL:
+            return self.trial_number
+        return int(np.random.SeedSequence([*self.seed, replicate]).generate_state(1)[0])
 
     @classmethod
     def parse(cls, obj: dict[str, Any], source: str | os.PathLike[str]) -> TrialPayload:
@@ -114,19 +168,20 @@ class TrialPayload:
             if not _SHA256.match(digest):
                 raise ContractError(source, f"data.{role}.sha256", "must be a sha256 hex digest")
             data[role] = DataRef(path, digest)
-        return cls(prng_type, mod, sample_size, data, dict(params))
+        return cls(prng_type, mod, sample_size, data, dict(params), Evaluation.parse(obj, source, sample_size))
 
     def to_dict(self) -> dict[str, Any]:
         return {"prng": {"type": self.prng_type, "mod": self.mod}, "sample_size": self.sample_size,
                 "data": {role: {"path": ref.path, "sha256": ref.sha256} for role, ref in self.data.items()},
-                "params": dict(self.params)}
+                "params": dict(self.params), "evaluation": dataclasses.asdict(self.evaluation)}
 
     def identity(self) -> dict[str, Any]:
         return {"optuna_trial_number": self.trial_number, "params": self.params}
 
     def check_id(self, source: str | os.PathLike[str], tid: str) -> None:
-        if tid != trial_id(self.trial_number):
-            raise ContractError(source, "trial_id", f"{tid!r} does not match optuna_trial_number {self.trial_number}")
+        if tid != self.task_id():
+            raise ContractError(source, "trial_id", f"{tid!r} does not match optuna_trial_number {self.trial_number}"
+                                                    f" ({self.kind} jobs are {self.task_id()})")
 
     def check_result(self, obj: dict[str, Any], source: str, status: Status) -> None:
         accuracy = obj.get("accuracy")
@@ -136,7 +191,7 @@ class TrialPayload:
             return
         if isinstance(accuracy, bool) or not isinstance(accuracy, int | float) or not math.isfinite(accuracy):
             raise ContractError(source, "accuracy", f"a success needs a finite number, got {accuracy!r}")
-        problem = objective.out_of_range(accuracy)
+        problem = objective.out_of_range(accuracy, self.evaluation.objective)
         if problem:
             raise ContractError(source, "accuracy", problem)
 
@@ -144,7 +199,22 @@ class TrialPayload:
         return float(record["accuracy"])
 
 
-PAYLOADS: dict[str, type[TrialPayload]] = {kind.kind: kind for kind in (TrialPayload,)}
+@dataclass(frozen=True)
+class ConfirmPayload(TrialPayload):
+    """A search's candidate evaluated again on fresh samples: the trial's parameters, seeded apart from
+    every trial (so no sample a trial was chosen on is reused)."""
+
+    kind: ClassVar[JobKind] = JobKind.STEP2_CONFIRM
+
+    @property
+    def seed(self) -> list[int]:
+        return [CONFIRM_TAG, self.trial_number]
+
+    def task_id(self) -> str:
+        return confirm_id(self.trial_number)
+
+
+PAYLOADS: dict[str, type[TrialPayload]] = {kind.kind: kind for kind in (TrialPayload, ConfirmPayload)}
 
 
 @dataclass(frozen=True)
@@ -170,15 +240,15 @@ class Job:
     @property
     def path(self) -> str:
         """The job file, relative to a work directory."""
-        return protocol.job_path(self.study, self.trial_id)
+        return protocol.job_path(self.study, self.run_id, self.trial_id, self.attempt)
 
     @property
     def result_path(self) -> str:
-        return protocol.result_path(self.run_id, self.trial_id, self.attempt)
+        return protocol.result_path(self.study, self.run_id, self.trial_id, self.attempt)
 
     @property
     def log_path(self) -> str:
-        return protocol.log_path(self.run_id, self.trial_id, self.attempt)
+        return protocol.log_path(self.study, self.run_id, self.trial_id, self.attempt)
 
     def identity(self) -> dict[str, Any]:
         return {"study": self.study, "run_id": self.run_id, "trial_id": self.trial_id, **self.payload.identity(),
@@ -192,6 +262,15 @@ class Job:
 
 def trial_id(number: int) -> str:
     return f"trial_{number:04d}"
+
+
+def confirm_id(number: int) -> str:
+    return f"confirm_{number:04d}"
+
+
+def is_safe_name(value: Any) -> bool:
+    """Whether value may name a study or a run: it becomes a folder name in every work directory."""
+    return isinstance(value, str) and bool(_SAFE_NAME.match(value))
 
 
 def safe_relpath(source: str | os.PathLike[str], field: str, value: Any) -> str:
@@ -288,13 +367,13 @@ def partial_identity(obj: Any) -> dict[str, Any] | None:
         return None
     names = [obj.get(k) for k in ("study", "run_id", "trial_id")]
     attempt = obj.get("attempt")
-    if not all(isinstance(n, str) and _SAFE_NAME.match(n) for n in names) or not _TRIAL_ID.match(names[2]):
+    if not all(is_safe_name(n) for n in names) or not _TRIAL_ID.match(names[2]):
         return None
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         return None
     params = obj.get("params") if isinstance(obj.get("params"), dict) else {}
     return {"study": names[0], "run_id": names[1], "trial_id": names[2],
-            "optuna_trial_number": int(names[2].removeprefix("trial_")), "attempt": attempt, "params": params}
+            "optuna_trial_number": int(names[2].rpartition("_")[2]), "attempt": attempt, "params": params}
 
 
 def _now() -> str:

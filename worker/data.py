@@ -7,7 +7,6 @@ same `cache` dict to every trial, so repeat trials on unchanged files skip readi
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,20 @@ import numpy as np
 
 from worker.contract import ContractError, DataRef, TrialPayload, resolve_inside
 from worker.files import sha256_file
+from worker.survivors import Survivors, read_survivors
 
 
 @dataclass(frozen=True)
 class Dataset:
-    seeds: np.ndarray  # uint64: negative int64 seeds wrap, as seed mod 2^64
-    train: np.ndarray  # int64 draws, oldest first, at stream positions 1..len(train)
+    survivors: Survivors  # seeds (uint64: negative int64 seeds wrap, as seed mod 2^64) and their alignment
+    train: np.ndarray  # int64 draws, oldest first: draws 0..len(train)-1
     holdout: np.ndarray  # int64 draws right after the train draws
+
     paths: dict[str, Path]  # role -> resolved file
+
+    @property
+    def seeds(self) -> np.ndarray:
+        return self.survivors.seeds
 
 
 def _read_json(path: Path) -> Any:
@@ -47,28 +52,6 @@ def _integers(path: Path, field: str, values: list[Any], key: str) -> list[int]:
     return out
 
 
-def _parse_survivors(path: Path) -> np.ndarray:
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                names, seeds = npz.files, npz["seeds"] if "seeds" in npz.files else None
-        except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-            raise ContractError(path, "<file>", f"not a readable NPZ archive: {exc}") from exc
-        if seeds is None:
-            raise ContractError(path, "seeds", f"NPZ has no 'seeds' array (it has {names})")
-        if seeds.ndim != 1 or seeds.dtype.kind not in "iu":
-            raise ContractError(path, "seeds", f"must be a 1-D integer array, got {seeds.dtype} {seeds.shape}")
-        return seeds.astype(np.uint64)
-    obj = _read_json(path)
-    if not isinstance(obj, list):
-        raise ContractError(path, "seeds", "a JSON survivors file must hold a list")
-    seeds = _integers(path, "seeds", obj, "seed")
-    bad = next((i for i, s in enumerate(seeds) if not -(2**63) <= s < 2**64), None)
-    if bad is not None:
-        raise ContractError(path, f"seeds[{bad}]", f"{seeds[bad]} does not fit in 64 bits")
-    return np.array([s % 2**64 for s in seeds], dtype=np.uint64)
-
-
 def _parse_draws(path: Path) -> np.ndarray:
     obj = _read_json(path)
     if not isinstance(obj, list):
@@ -79,11 +62,11 @@ def _parse_draws(path: Path) -> np.ndarray:
         raise ContractError(path, "draws", "a draw does not fit in 64 bits") from exc
 
 
-_PARSERS = {"survivors": _parse_survivors, "train_history": _parse_draws, "holdout_history": _parse_draws}
+_PARSERS = {"survivors": read_survivors, "train_history": _parse_draws, "holdout_history": _parse_draws}
 
 
-def _load(role: str, path: Path, sha256: str, cache: dict | None) -> np.ndarray:
-    """Parsed array of one file, from the cache when neither its expected hash nor its stat changed."""
+def _load(role: str, path: Path, sha256: str, cache: dict | None) -> Any:
+    """One file parsed, from the cache when neither its expected hash nor its stat changed."""
     try:
         st = path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
@@ -95,11 +78,13 @@ def _load(role: str, path: Path, sha256: str, cache: dict | None) -> np.ndarray:
         raise ContractError(path, "<file>", f"cannot read {role} file: {exc.strerror or exc}") from exc
     if got != sha256:
         raise ContractError(path, "sha256", f"file hashes to {got}, the job expects {sha256}")
-    array = _PARSERS[role](path)
-    array.flags.writeable = False  # shared by every trial that hits the cache
+    parsed = _PARSERS[role](path)
+    for array in vars(parsed).values() if isinstance(parsed, Survivors) else (parsed,):
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False  # shared by every trial that hits the cache
     if cache is not None:
-        cache[key] = (stamp, array)
-    return array
+        cache[key] = (stamp, parsed)
+    return parsed
 
 
 def _check_draws(path: Path, draws: np.ndarray, mod: int) -> None:
@@ -111,14 +96,25 @@ def _check_draws(path: Path, draws: np.ndarray, mod: int) -> None:
 def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> Dataset:
     """The trial's three files, resolved inside root, hash-checked, parsed and validated against the
     trial's modulus and sample size."""
-    paths = {role: resolve_inside(root, ref.path) for role, ref in trial.data.items()}
-    seeds, train, holdout = (_load(role, paths[role], trial.data[role].sha256, cache)
-                             for role in ("survivors", "train_history", "holdout_history"))
-    if len(seeds) == 0:
+    return load_files(trial, {role: resolve_inside(root, ref.path) for role, ref in trial.data.items()}, cache)
+
+
+def load_files(trial: TrialPayload, paths: dict[str, Path], cache: dict | None = None) -> Dataset:
+    """The trial's files at these paths (role -> file), checked as `load_dataset` checks them: how the
+    head checks the operator's own files before any job names their copies."""
+    pool, train, holdout = (_load(role, paths[role], trial.data[role].sha256, cache)
+                            for role in ("survivors", "train_history", "holdout_history"))
+    pool = pool.of_family(trial.prng_type, paths["survivors"])
+    if len(pool) == 0:
         raise ContractError(paths["survivors"], "seeds", "the survivor pool is empty")
-    if trial.sample_size > len(seeds):
+    if trial.sample_size > len(pool):
         raise ContractError(paths["survivors"], "seeds",
-                            f"sample_size {trial.sample_size} is larger than the pool of {len(seeds)} survivors")
+                            f"sample_size {trial.sample_size} is larger than the pool of {len(pool)} survivors")
+    ev = trial.evaluation
+    if ev.replicates * ev.eval_size > len(pool):
+        raise ContractError(paths["survivors"], "seeds", f"the evaluation needs {ev.replicates * ev.eval_size:,}"
+                            f" survivors ({ev.replicates} replicates x eval_size {ev.eval_size}), the pool has"
+                            f" {len(pool):,}: lower the replicates or the eval size")
     _check_draws(paths["train_history"], train, trial.mod)
     _check_draws(paths["holdout_history"], holdout, trial.mod)
     if len(holdout) == 0:
@@ -127,7 +123,7 @@ def load_dataset(trial: TrialPayload, root: Path, cache: dict | None = None) -> 
         raise ContractError(paths["train_history"], "draws",
                             f"{len(train)} train draws leave nothing to fit features on: the newest "
                             f"{len(holdout)} (as many as the holdout) are the fit's target")
-    return Dataset(seeds, train, holdout, paths)
+    return Dataset(pool, train, holdout, paths)
 
 
 def preload(refs: dict[str, DataRef], root: Path, cache: dict) -> None:

@@ -2,13 +2,17 @@
 lives in the rig's work directory, and the warm server's line protocol. Both sides use these
 definitions; neither spells a path or a message by hand.
 
-Work directory (the rig's `workdir`, the head's too):
+Work directory (the rig's `workdir`, the head's too), shared by every study that uses the rig:
 
-    code/worker/...                            the worker package; the server runs with PYTHONPATH=code
-    data/<file>                                the study's data files
-    jobs/<study>/<trial_id>.json               a trial's job file
-    results/<run_id>/<trial_id>.a<attempt>.json  an attempt's result file
-    logs/<run_id>/<trial_id>.a<attempt>.log    an attempt's log
+    code/worker/...                                        the worker package; PYTHONPATH=code
+    data/<sha256>/<file>                                   a data file, in a folder named by its content
+    jobs/<study>/<run_id>/<trial_id>.a<attempt>.json       an attempt's job file
+    results/<study>/<run_id>/<trial_id>.a<attempt>.json    an attempt's result file
+    logs/<study>/<run_id>/<trial_id>.a<attempt>.log        an attempt's log
+
+Data is addressed by content and everything else by study and run, so two studies on the same rigs
+never write each other's files: files of the same name with other contents land in other folders, and
+a file two studies share is one copy that neither changes.
 
 Serve protocol: one channel per rig carries every slot's lines, each `ADDRESS JSON`. ADDRESS `rig` is the
 rig's server itself: it answers `Ready` once, and takes `Preload` (the run's data, parsed once before its
@@ -27,25 +31,37 @@ from enum import StrEnum
 
 CODE_DIR = "code"  # on PYTHONPATH: code/worker is the package
 WORKER_DIR = f"{CODE_DIR}/worker"
+# The modules the worker imports beyond the standard library: a rig without one cannot run it.
+DEPENDENCIES = ("numpy", "scipy.stats", "torch")
+
+# A job's exit status (in its "done" line): 0 a success, 1 the trial failed, 2 the worker refused the job:
+# it cannot run here on any attempt (bad input, data that does not match its hash, stale code, a missing
+# dependency), so retrying it is pointless until that is fixed.
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
 
-def data_path(name: str) -> str:
-    return f"data/{name}"
+def data_path(sha256: str, name: str) -> str:
+    """Where a data file lives: its folder is its sha256, its name keeps its format's suffix."""
+    return f"data/{sha256}/{name}"
 
 
-def job_path(study: str, tid: str) -> str:
-    """Where a trial's job file lives, relative to a work directory (head or rig)."""
-    return f"jobs/{study}/{tid}.json"
+def _attempt_file(folder: str, study: str, run_id: str, tid: str, attempt: int, suffix: str) -> str:
+    return f"{folder}/{study}/{run_id}/{tid}.a{attempt}.{suffix}"
 
 
-def result_path(run_id: str, tid: str, attempt: int) -> str:
-    """Where an attempt writes its result: scoped to the run and the attempt, so stale or late files
-    from another run or attempt can never be mistaken for this one."""
-    return f"results/{run_id}/{tid}.a{attempt}.json"
+def job_path(study: str, run_id: str, tid: str, attempt: int) -> str:
+    """Where an attempt's job file lives, relative to a work directory (head or rig)."""
+    return _attempt_file("jobs", study, run_id, tid, attempt, "json")
 
 
-def log_path(run_id: str, tid: str, attempt: int) -> str:
-    return f"logs/{run_id}/{tid}.a{attempt}.log"
+def result_path(study: str, run_id: str, tid: str, attempt: int) -> str:
+    """Where an attempt writes its result: scoped to the study, the run and the attempt, so stale or
+    late files from another study, run or attempt can never be mistaken for this one."""
+    return _attempt_file("results", study, run_id, tid, attempt, "json")
+
+
+def log_path(study: str, run_id: str, tid: str, attempt: int) -> str:
+    return _attempt_file("logs", study, run_id, tid, attempt, "log")
 
 
 RIG = "rig"  # the address of the rig's server; a slot server's is its number

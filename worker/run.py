@@ -2,7 +2,8 @@
 
 Every outcome leaves a result where the coordinator looks for it (when the job's identity is
 readable): a success with its accuracy, or an error naming the file, field and problem, with a
-non-zero exit status. Stale code refuses to run.
+non-zero exit status: EXIT_REFUSED (2) when no attempt of the job could succeed here (bad input, stale
+code, a missing dependency), EXIT_FAILED (1) when the trial itself crashed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 
 from worker import contract, protocol
 from worker.files import write_json_atomic
+from worker.protocol import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def execute(job_file: str, root: Path, own_hash: str, cache: dict | None = None) -> tuple[dict | None, int]:
@@ -30,19 +30,23 @@ def execute(job_file: str, root: Path, own_hash: str, cache: dict | None = None)
         raw = contract.read_json(job_path)
     except contract.ContractError as exc:
         log.error("%s", exc)
-        return None, EXIT_BAD_INPUT
+        return None, EXIT_REFUSED
     try:
         job = contract.parse_job(raw, source)
     except contract.ContractError as exc:
-        return _fail(root, contract.partial_identity(raw), str(exc), own_hash, EXIT_BAD_INPUT)
+        return _fail(root, contract.partial_identity(raw), str(exc), own_hash, EXIT_REFUSED)
     if job.code_hash != own_hash:
         return _fail(root, job.identity(), f"{source}: field 'code_hash': stale code: the job was built for"
                      f" {job.code_hash[:12]}, this worker is {own_hash[:12]}; redeploy", own_hash,
-                     EXIT_BAD_INPUT)
+                     EXIT_REFUSED)
     try:
         outcome = run_trial(job, root, cache)
     except contract.ContractError as exc:
-        return _fail(root, job.identity(), str(exc), own_hash, EXIT_BAD_INPUT)
+        return _fail(root, job.identity(), str(exc), own_hash, EXIT_REFUSED)
+    except ImportError as exc:  # a dependency missing on this rig: every trial here would fail the same way
+        log.error("trial could not import:\n%s", traceback.format_exc())
+        return _fail(root, job.identity(), f"{type(exc).__name__}: {exc} (missing on this rig's python)", own_hash,
+                     EXIT_REFUSED)
     except Exception as exc:  # a crash is reported as an error result, never as a value
         log.error("trial crashed:\n%s", traceback.format_exc())
         return _fail(root, job.identity(), f"{type(exc).__name__}: {exc}", own_hash, EXIT_FAILED)
@@ -61,6 +65,6 @@ def _fail(root: Path, identity: dict[str, Any] | None, error: str, own_hash: str
     if identity is None:
         return None, status
     result = contract.make_result(identity, accuracy=None, error=error, code_hash=own_hash)
-    path = protocol.result_path(identity["run_id"], identity["trial_id"], identity["attempt"])
+    path = protocol.result_path(identity["study"], identity["run_id"], identity["trial_id"], identity["attempt"])
     write_json_atomic(contract.resolve_inside(root, path), result)
     return result, status

@@ -37,8 +37,8 @@ from pathlib import Path
 from worker import VERSION, contract, hugepages, protocol
 from worker.contract import Job
 from worker.files import write_atomic
-from worker.protocol import BadRequest, Done, Ping, Ready, RunRequest
-from worker.run import EXIT_FAILED, execute
+from worker.protocol import EXIT_FAILED, BadRequest, Done, Ping, Ready, RunRequest
+from worker.run import execute
 
 _PR_SET_PDEATHSIG = 1
 _LAST_WORDS = 1000  # bytes: with the exit status, one pipe write, atomic and never blocking

@@ -152,7 +152,7 @@ class SshTransport:
                        known_hosts: str) -> TransportError | None:
         rig = self.rig
         host = rig.host if rig.port == 22 else f"[{rig.host}]:{rig.port}"
-        trust = f"ssh-keyscan -p {rig.port} {rig.host} >> {known_hosts}"
+        trust = f"ssh-keyscan -H -p {rig.port} {rig.host} >> {known_hosts}"
         if isinstance(exc, _UnknownHostKey):
             return TransportError(rig.name, Reason.HOST_KEY, (
                 f"the host key of {host} is not in {known_hosts}, and unknown keys are never trusted"

@@ -284,13 +284,18 @@ class Cluster:
         return self.runs[-1]
 
     def step2(self, trials: int, *extra: str, timeout_s: float = 10, inventory: str | None = None,
-              **options: Any) -> Run:
+              study: str = STUDY, data: Path | None = None, **options: Any) -> Run:
         """`coordinator step2` on this cluster's rigs (or the inventory text given), small trials, a short
         time limit; options go to coordinator()."""
         (self.root / "rigs.toml").write_text(inventory or rigs_toml(self.rigs))
-        return self.coordinator("step2", "--rigs", "rigs.toml", "--data", str(self.data), "--trials", str(trials),
-                                "--sample-size", str(SAMPLE_SIZE), "--study", STUDY, "--trial-timeout",
+        return self.coordinator("step2", "--rigs", "rigs.toml", "--data", str(data or self.data), "--trials",
+                                str(trials), "--sample-size", str(SAMPLE_SIZE), "--replicates", "2", "--eval-size",
+                                str(3 * SAMPLE_SIZE), "--nulls", "50", "--study", study, "--trial-timeout",
                                 f"{timeout_s:g}", "--no-tui", *extra, **options)
+
+    def resume(self, *extra: str, study: str = STUDY) -> Run:
+        """`coordinator step2 --resume` of a study of this cluster."""
+        return self.coordinator("step2", "--rigs", "rigs.toml", "--resume", study, "--no-tui", *extra)
 
     def finish(self, run: Run, expect: int = 0) -> str:
         """Wait for a run to end with `expect`, then for every rig and head worker to be gone."""
@@ -303,23 +308,24 @@ class Cluster:
         return self.finish(self.step2(trials, *extra, timeout_s=timeout_s), expect)
 
     def assert_refused(self, run: Run, *needles: str) -> str:
-        """The run stopped before any trial went out: exit 2 and one error line holding every needle (the
-        file and the problem), no study trial, no job file on the head or its rig."""
+        """The run stopped before anything was created: exit 2 and one error line holding every needle (the
+        file and the problem), no study journal, no runs/ or jobs/ on the head, no job on its rig."""
         errors = [line for line in self.finish(run, expect=2).splitlines() if line.startswith("coordinator ")]
         assert len(errors) == 1 and all(n in errors[0] for n in needles), f"{needles} not in {errors}"
-        journal = storage_path(STUDY, self.root / STUDIES_DIR)
-        assert not journal.exists() or not Study(STUDY, journal, seed=0, create=False, writer=False).trials()
-        assert not list(self.root.glob("jobs/*/*")) and not list(self.workdir("head").glob("jobs/*/*"))
+        assert not storage_path(STUDY, self.root / STUDIES_DIR).exists()
+        assert not (self.root / RUNS_DIR).exists() and not (self.root / "jobs").exists()
+        assert not list(self.workdir("head").glob("jobs/**/*.json"))
         self.summary.report(self.scenario, self.root, 0)
         return errors[0]
 
-    def check(self, trials: int, scenario: str | None = None) -> dict[int, TrialRecord]:
+    def check(self, trials: int, scenario: str | None = None, study: str = STUDY,
+              config: str = CONFIG) -> dict[int, TrialRecord]:
         """assert_consistent on this cluster's folder, reported for `scenario` (default: the cluster's)."""
 
         def report(lost: int, double: int) -> None:
-            self.summary.report(scenario or self.scenario, self.root, trials, lost, double)
+            self.summary.report(scenario or self.scenario, self.root / study, trials, lost, double)
 
-        return assert_consistent(self.root, trials, report)
+        return assert_consistent(self.root, trials, report, study, config)
 
     def close(self) -> None:
         """Kill what is left. Rig sessions get a moment to end on their own first: a shell killed while
@@ -380,7 +386,7 @@ def _settled(trial: TrialRecord, final: dict[str, Any] | None) -> bool:
 
 
 def assert_consistent(root: Path, requested: int, report: Callable[[int, int], None],
-                      study: str = STUDY) -> dict[int, TrialRecord]:
+                      study: str = STUDY, config_name: str = CONFIG) -> dict[int, TrialRecord]:
     """What every scenario must leave behind in the coordinator's folder: `requested` trials, each
     COMPLETE with its value equal to the archived final record's accuracy, or FAIL with an archived error
     record and a fail_reason; every attempt archived, the final record being the last attempt's; no trial
@@ -418,9 +424,9 @@ def assert_consistent(root: Path, requested: int, report: Callable[[int, int], N
     assert not lost, f"lost or inconsistent trials: {lost}"
     assert not double, f"trials counted twice: {double}"
     complete = [t for t in trials.values() if t.state == "COMPLETE"]
-    config = root / CONFIG
+    config = root / config_name
     if not complete:
-        assert not config.exists(), f"{CONFIG} written without a completed trial"
+        assert not config.exists(), f"{config_name} written without a completed trial"
         return trials
     best = max(complete, key=lambda t: (t.value, -t.number))
     written = json.loads(config.read_text())

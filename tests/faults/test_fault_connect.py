@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import Cluster, FaultSummary, cluster_at
+from tests.faults.helpers import PY, Cluster, FaultSummary, cluster_at
 from tests.sshd import free_port, keygen
 
 TRIALS = 3
@@ -58,6 +58,8 @@ def outcast(tmp_path_factory: pytest.TempPathFactory, data: Path, faults_summary
         world.ssh_rig("nokey")
         keygen(world.root / "stranger")
         world.retarget("nokey", identity_file=str(world.root / "stranger"))
+        world.ssh_rig("notorch")
+        world.retarget("notorch", python=str(python_without_torch(world.root)))
 
         before = _snapshot([USER_KNOWN_HOSTS, *(Path(r.known_hosts) for r in world.rigs if not r.local)])
         typed_r, typed_w = os.pipe()
@@ -72,6 +74,17 @@ def outcast(tmp_path_factory: pytest.TempPathFactory, data: Path, faults_summary
             os.close(typed_w)
         left_out = {line.split()[1]: at for at, line in run.lines if " left out of the run: " in line}
         yield Outcast(world, output, stdin_left, before, left_out)
+
+
+def python_without_torch(folder: Path) -> Path:
+    """The test's python as a rig's venv that lacks torch (a package on its path that fails as a missing one)."""
+    shim = folder / "notorch" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    python = folder / "python-notorch"
+    python.write_text(f'#!/bin/sh\nexport PYTHONPATH={shim.parent}:"$PYTHONPATH"\nexec {PY} "$@"\n')
+    python.chmod(0o755)
+    return python
 
 
 def left_out(outcast: Outcast, rig: str, scenario: str) -> str:
@@ -101,7 +114,7 @@ def test_unknown_host_key_is_refused_with_how_to_trust_it(outcast: Outcast, requ
     line = left_out(outcast, "unknown", request.node.nodeid)
     server, rig = outcast.cluster.servers["unknown"], outcast.cluster.rig("unknown")
     assert "host-key" in line and "never trusted automatically" in line and server.fingerprint in line
-    assert f"ssh-keyscan -p {server.port} {server.addr} >> {rig.known_hosts}" in line
+    assert f"ssh-keyscan -H -p {server.port} {server.addr} >> {rig.known_hosts}" in line
     assert untouched(outcast)
 
 
@@ -117,3 +130,25 @@ def test_no_usable_key_fails_fast_and_never_prompts(outcast: Outcast, request: p
     assert "auth" in left_out(outcast, "nokey", request.node.nodeid)
     assert outcast.left_out_at["nokey"] < outcast.left_out_at["silent"]  # before any connect timeout ran out
     assert outcast.stdin_left == TYPED  # nothing read the coordinator's stdin
+
+
+def test_a_rig_without_torch_is_left_out_in_one_line(outcast: Outcast, request: pytest.FixtureRequest) -> None:
+    line = left_out(outcast, "notorch", request.node.nodeid)
+    assert line.endswith("pre-flight check failed: cannot import torch (ModuleNotFoundError: No module named"
+                         " 'torch')")
+    assert "lost_slots=0" in outcast.output  # it never got as far as starting a slot
+
+
+def test_the_summary_names_every_rig_left_out(outcast: Outcast, request: pytest.FixtureRequest) -> None:
+    outcast.cluster.check(TRIALS, request.node.nodeid)
+    out = {line.split()[1]: line for line in outcast.output.splitlines() if line.startswith("  rig ")}
+    assert set(out) == {"refused", "silent", "unknown", "changed", "nokey", "notorch"}
+    assert all(" out: " in line and "\n" not in line for line in out.values())
+    assert "rigs_out=6" in outcast.output
+
+
+def test_require_all_rigs_refuses_to_dispatch_without_every_rig(cluster: Cluster) -> None:
+    closed = cluster.ssh_rig("closed")
+    cluster.retarget("closed", port=free_port(closed.addr))
+    cluster.assert_refused(cluster.step2(2, "--require-all-rigs"), "--require-all-rigs: rigs left out: closed:"
+                           " unreachable: ", "Connection refused")

@@ -34,7 +34,7 @@ def unknown_prng(folder: Path) -> None:
     (lambda d: (d / "train_history.json").write_text("[1, 2,"), (), "train_history.json", "not valid JSON"),
     (lambda d: np.savez(d / "survivors.npz", other=np.arange(3)), (), "survivors.npz", "NPZ has no 'seeds' array"),
     (holdout_draw_equal_to_mod, (), "holdout_history.json", f"field 'draws[7]': {MOD} is outside [0, {MOD})"),
-    (lambda d: None, ("--sample-size", "2000"), "survivors.npz",
+    (lambda d: None, ("--sample-size", "2000", "--eval-size", "2000"), "survivors.npz",
      "sample_size 2000 is larger than the pool of 1500 survivors"),
     (unknown_prng, (), "meta.json", "unknown PRNG type 'xorshift128'"),
 ], ids=["missing-file", "unreadable-file", "npz-without-seeds", "draw-outside-mod", "sample-over-pool",

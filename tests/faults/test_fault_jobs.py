@@ -21,6 +21,7 @@ from coordinator.settings import RunSettings
 from coordinator.transport.ssh import SshTransport
 from tests.faults.helpers import SAMPLE_SIZE, FaultSummary, cluster_at
 from worker import contract, protocol
+from worker.contract import Evaluation
 from worker.params import SEARCH_SPACE, Choice
 from worker.protocol import BadRequest, Done, Ready, RunRequest
 
@@ -64,7 +65,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, data: Path, faults_summary:
             ready = proc.read(180)
             assert isinstance(ready, Ready), ready
             settings = RunSettings("h", RUN_ID, ready.code_hash, dataset.prng_type, dataset.mod, SAMPLE_SIZE,
-                                   30.0, dataset.refs)
+                                   30.0, dataset.refs, Evaluation(1, SAMPLE_SIZE, 20, "spearman_rho"))
             params = {k: d.options[0] if isinstance(d, Choice) else d.low for k, d in SEARCH_SPACE.items()}
             yield Worker(transport, proc, world.workdir("rig"), settings.job(1, params, 1).to_dict(),
                          root / "pwned")
@@ -135,11 +136,11 @@ def test_hostile_job_is_refused(worker: Worker, faults_summary: FaultSummary, re
     log = f"logs/h/{case}.log"
     answer = worker.ask({"job": JOB, "timeout_s": 30, "log": log})
     assert isinstance(answer, Done) and answer.exit == 2, answer
-    result = worker.workdir / protocol.result_path(RUN_ID, "trial_0001", job["attempt"])
+    result = worker.workdir / protocol.result_path("h", RUN_ID, "trial_0001", job["attempt"])
     said = json.loads(result.read_text())["error"] if result.exists() else (worker.workdir / log).read_text()
     assert refusal in said, said
     assert not worker.marker.exists()
-    assert [p.name for p in (worker.workdir / "results").glob("*")] in ([], [RUN_ID])  # no result elsewhere
+    assert [p.name for p in (worker.workdir / "results").glob("*/*")] in ([], [RUN_ID])  # no result elsewhere
     faults_summary.report(request.node.nodeid, worker.workdir, 0)
 
 

@@ -17,7 +17,7 @@ def successes(cluster: Cluster) -> Counter[str]:
     and attempt: more than one means the trial ran to completion twice."""
     found: Counter[str] = Counter()
     for rig in cluster.rigs:
-        for path in (cluster.workdir(rig.name) / "results").glob("*/trial_*.json"):
+        for path in (cluster.workdir(rig.name) / "results").glob("*/*/trial_*.json"):
             if json.loads(path.read_text())["status"] == "success":
                 found[path.name.split(".")[0]] += 1
     return found

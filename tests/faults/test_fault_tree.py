@@ -22,6 +22,7 @@ from tests.faults.helpers import SAMPLE_SIZE, WAIT_S, Cluster, FaultSummary, fai
 from tests.faults.hooks.faulty_worker import HOLD_GO
 from tests.sshd import _stat, wait_for
 from worker import contract
+from worker.contract import Evaluation
 from worker.params import SEARCH_SPACE, Choice
 
 TRIALS = 6
@@ -70,7 +71,7 @@ def test_slot_server_killed_during_a_trial(cluster: Cluster) -> None:
     trials = cluster.check(TRIALS)
     failed = failures_on(trials, "tree")
     assert [(f["reason"], f["detail"]) for f in failed.pop(number)] == [
-        ("lost", "rig 'tree': lost: the slot server exited with status -9")]
+        ("lost", "the slot server exited with status -9")]
     ((refused, (failure,)),) = failed.items()
     assert failure["reason"] == "lost" and "cannot fork the slot server: [Errno 11]" in failure["detail"]
     assert trials[number].attrs["rig"] == trials[refused].attrs["rig"] == "head"
@@ -125,7 +126,7 @@ def test_rig_server_killed_between_trials_fails_no_trial(cluster: Cluster, data:
     dataset = load_data_dir(data)
     deploy(transport, {**worker_bundle(), **{ref.path: dataset.files[role] for role, ref in dataset.refs.items()}})
     settings = RunSettings("t", "r-tree", contract.code_hash(), dataset.prng_type, dataset.mod, SAMPLE_SIZE, 60.0,
-                           dataset.refs)
+                           dataset.refs, Evaluation(1, SAMPLE_SIZE, 20, "spearman_rho"))
     rig = RigServer(transport, settings.code_hash, settings.data)
     slots = [WarmSlot(rig, i, lambda task: settings.job(task.payload, PARAMS, task.attempt)) for i in range(2)]
     try:

@@ -127,6 +127,14 @@ def _fill(run: Run, root: Path, job: Job) -> Outcome:
     return run()
 
 
+def _corrupt(run: Run, root: Path, job: Job) -> Outcome:
+    """Something on the rig changes the study's survivors file: this attempt, and every later one on the
+    rig, finds that it no longer matches the hash its job expects."""
+    with open(root / job.payload.data["survivors"].path, "ab") as fh:
+        fh.write(b"\0")
+    return run()
+
+
 FAULTS: dict[str, Callable[[Run, Path, Job], Outcome]] = {
     "exit": _exit,
     "sigkill": _signal(signal.SIGKILL),  # as the OOM killer does
@@ -137,6 +145,7 @@ FAULTS: dict[str, Callable[[Run, Path, Job], Outcome]] = {
     "hold": _hold,
     "drop": _drop,
     "fill": _fill,
+    "corrupt": _corrupt,
 }
 
 
