@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coordinator.study import TrialRecord, TrialState
+if TYPE_CHECKING:
+    from coordinator.study import TrialRecord
 
 ALPHA = 0.01
 
@@ -69,6 +70,6 @@ def verdict(trials: list[TrialRecord], objective: str) -> Verdict:
     values = []
     for t in trials:
         figure = (t.attrs.get("figures") or {}).get(objective)
-        if t.state == TrialState.COMPLETE and figure and figure.get("null_sd") is not None:
+        if t.state == "COMPLETE" and figure and figure.get("null_sd") is not None:  # TrialState.COMPLETE
             values.append((t.number, figure["value"], figure["null_mean"], figure["null_sd"]))
     return best_of(values, objective)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from coordinator.step2 import Step2Result
 
 
+
 def _step2(args: argparse.Namespace) -> int:
     from coordinator.interrupt import StopSignals
     from coordinator.step2 import Interrupted, Step2Error, Step2Options, run_step2
@@ -28,7 +29,8 @@ def _step2(args: argparse.Namespace) -> int:
                         quarantine_after=args.quarantine_after, prng=args.prng, mod=args.mod,
                         resume=args.resume, study=args.study, output=args.output,
                         require_all_rigs=args.require_all_rigs, replicates=args.replicates, eval_size=args.eval_size,
-                        nulls=args.nulls, objective=args.objective)
+                        nulls=args.nulls, objective=args.objective, confirm_top=args.confirm_top,
+                        confirm_replicates=args.confirm_replicates)
     with StopSignals() as stop:
         try:
             with view_for(args.no_tui) as view:
@@ -58,15 +60,22 @@ def _print_step2(result: Step2Result) -> None:
     """What the run did, which rigs were out and why, where everything is; when the study is unfinished,
     the last line says how to resume it."""
     s = result.summary
-    print(f"study {result.study}: this run complete={s.complete} failed={s.failed} retried={s.retried}"
+    search = s.phases[0]
+    print(f"study {result.study}: this run complete={search.complete} failed={search.failed} retried={search.retried}"
           f" unfinished={s.unfinished} rigs_out={len(result.excluded) + len(s.rigs_out)} lost_slots={s.lost_slots};"
           f" the study holds {result.finished} of {result.target} trials finished")
+    if len(s.phases) > 1:
+        confirm = s.phases[1]
+        print(f"  confirmations: complete={confirm.complete} failed={confirm.failed} retried={confirm.retried}")
     for rig, why in {**result.excluded, **s.rigs_out}.items():
         print(f"  rig {rig} out: {one_line(why)}")
     print(f"  study storage: {result.storage}")
     print(f"  trial results: {result.trials_dir}")
+    _print_verdicts(result)
     if result.config is not None:
-        print(f"  best: trial {result.config['_run_context']['trial_number']} accuracy={result.config['accuracy']:.6f}")
+        context = result.config["_run_context"]
+        print(f"  best: trial {context['trial_number']} accuracy={result.config['accuracy']:.6f}"
+              + ("" if context["confirmation"] else " (unconfirmed: the search's best)"))
         kept = f" (the previous one is kept as {result.previous})" if result.previous else ""
         print(f"  optimal config: {result.output}{kept}")
     elif s.stopped or s.unfinished:
@@ -77,6 +86,24 @@ def _print_step2(result: Step2Result) -> None:
         print(f"stopped: {one_line(s.stopped)}")
     if s.stopped or s.unfinished or result.finished < result.target:
         print(f"resume with: coordinator step2 --resume {result.study}")
+
+
+def _print_verdicts(result: Step2Result) -> None:
+    """The confirmed optimum beside the search's best, and whether the study found more than chance, in
+    words; when the optimised figure finds nothing and the other figure does, that too."""
+    from coordinator.confirm import confirmed_share
+
+    if result.optimum is not None:
+        o = result.optimum.to_dict()
+        value = confirmed_share(o["value"], o["interval_95"])
+        print(f"  confirmed: trial {o['trial_number']} {result.objective} {value} on fresh samples; the search's"
+              f" best was trial {o['search_best']['trial_number']} at {o['search_best']['value']:.4f}")
+    main = result.verdicts[result.objective]
+    print(f"  verdict ({result.objective}): {main.words()}")
+    for name, other in result.verdicts.items():
+        if name != result.objective and other.signal and not main.signal:
+            print(f"  but {name} (the top-weighted figure) finds {other.words()}: the top of the ranking holds"
+                  " structure the objective does not see")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -211,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nulls", type=int, help="permutations per trial for its chance level (default: 200)")
     p.add_argument("--objective", choices=sorted(OBJECTIVES),
                    help="the figure the study optimises (default: spearman_rho, the proposal's)")
+    p.add_argument("--confirm-top", type=int,
+                   help="the search's best trials evaluated again on fresh samples when it ends; the optimum is the"
+                        " best confirmed (default: 5; 0: none, the search's best is written unconfirmed)")
+    p.add_argument("--confirm-replicates", type=int, help="networks per confirmation (default: 8)")
     p.add_argument("--seed", type=int, help="TPE sampler seed (default: 0)")
     p.add_argument("--trial-timeout", type=float, help="hard limit per attempt, s (default: 600; a resume may"
                                                        " change it)")
@@ -243,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="summarise a study: best trial, accuracy spread, rigs, failures, coverage,"
                                       " parameter importance; plots in runs/<study>/report/")
     p.add_argument("study", nargs="?", help="study name (default: the newest in optuna_studies/)")
-    p.add_argument("--null", metavar="STUDY", help="a null-data study whose best the study's best must beat")
+    p.add_argument("--null", metavar="STUDY", help="a null-data study of the same pool, sample size, draws and"
+                   " evaluation: the two distributions of values are compared")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("dashboard", help="serve a study in optuna-dashboard (a web page over its journal, read-only)")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TextIO
 
+from coordinator.chance import Verdict, best_of
+
 
 class EventKind(StrEnum):
     PLANNED = "planned"  # value: the number of tasks the run will start
@@ -26,6 +28,7 @@ class EventKind(StrEnum):
     QUARANTINED = "quarantined"
     SLOT_LOST = "slot-lost"
     STOPPING = "stopping"  # the run stops dispatching; reason: why
+    PHASE = "phase"  # a phase of more tasks begins (value: how many); reason: what it does
 
 
 class SlotState(StrEnum):
@@ -46,6 +49,7 @@ class Event:
     attempt: int = 0
     value: float | None = None
     reason: str = ""
+    chance: tuple[float, float] | None = None  # a finished task's chance level: its value's null mean and s.d.
     at: float = field(default_factory=time.monotonic)
 
 
@@ -91,6 +95,9 @@ class RunState:
     retried: int = 0
     unfinished: int = 0
     best: tuple[float, str] | None = None
+    chances: list[tuple[int, float, float, float]] = field(default_factory=list)  # (n, value, null mean, sd)
+    phase: str = ""  # what the phase after the search does ("" during the search)
+    confirmed: dict[str, float] = field(default_factory=dict)  # a confirmation's task -> its value
     quarantined: dict[str, str] = field(default_factory=dict)
     last_failure: LastFailure | None = None
     stopping: str = ""
@@ -100,6 +107,8 @@ class RunState:
         with self.lock:
             if e.kind == EventKind.PLANNED:
                 self.total = int(e.value or 0)
+            elif e.kind == EventKind.PHASE:
+                self.total, self.phase = self.total + int(e.value or 0), e.reason
             elif e.kind == EventKind.STOPPING:
                 self.stopping = e.reason
             elif e.kind == EventKind.QUARANTINED:
@@ -132,8 +141,13 @@ class RunState:
     def _count(self, e: Event) -> None:
         if e.kind == EventKind.FINISHED:
             self.complete += 1
-            if e.value is not None and (self.best is None or e.value > self.best[0]):
-                self.best = (e.value, e.task)
+            if self.phase and e.value is not None:
+                self.confirmed[e.task] = e.value
+            elif e.value is not None:
+                if self.best is None or e.value > self.best[0]:
+                    self.best = (e.value, e.task)
+                if e.chance is not None:
+                    self.chances.append((len(self.chances), e.value, *e.chance))
         elif e.kind == EventKind.RETRIED:
             self.retried += 1
         elif e.kind == EventKind.FAILED:
@@ -144,6 +158,10 @@ class RunState:
     @property
     def done(self) -> int:
         return self.complete + self.failed
+
+    def verdict(self) -> Verdict:
+        """The search's best so far against chance for the best of its trials; called with the lock held."""
+        return best_of(self.chances, "value")
 
     def eta(self, now: float) -> float | None:
         """Seconds left at the pace since the first trial started; None before a trial is done."""
@@ -178,6 +196,8 @@ class PlainLines:
             ready, slots = self.state.rig_slots(e.rig)
         if e.kind == EventKind.PLANNED:
             text = f"planned {int(e.value or 0)} trials"
+        elif e.kind == EventKind.PHASE:
+            text = e.reason
         elif e.kind == EventKind.STOPPING:
             text = f"stopping: {one_line(e.reason)}"
         else:

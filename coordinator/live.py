@@ -66,6 +66,7 @@ class LiveView:
             done, complete, failed, retried, total = s.done, s.complete, s.failed, s.retried, s.total
             best, quarantined, elapsed, eta = s.best, dict(s.quarantined), now - s.started_at, s.eta(now)
             warming, last, stopping, unfinished = s.warming(), s.last_failure, s.stopping, s.unfinished
+            verdict, phase, confirmed = s.verdict(), s.phase, dict(s.confirmed)
 
         table = Table("rig", "slot", "GPU", "trial", "attempt", "elapsed", "state", expand=False)
         for (rig, slot), gpu, task, attempt, since, state in slots:
@@ -79,10 +80,15 @@ class LiveView:
         progress.add_row(ProgressBar(total=total or None, completed=done, width=40),
                          f"{done}/{total or '?'} trials", f"elapsed {clock(elapsed)}",
                          f"ETA {clock(eta) if eta is not None else '-'}")
-        best_text = f"best {best[0]:.6f} ({best[1]})" if best else "best -"
-        counts = f"{best_text}   complete {complete}   failed {failed}   retried {retried}"
-        lines: list[RenderableType] = [table, progress, Text(counts + (f"   left for resume {unfinished}"
-                                                                      if unfinished else ""), style="bold")]
+        best_text = "best -" if not best else f"best {best[0]:.6f} ({best[1]})" + (
+            f": {verdict.words()}" if verdict.p_value is not None else "")
+        counts = f"complete {complete}   failed {failed}   retried {retried}"
+        lines: list[RenderableType] = [
+            table, progress, Text(best_text, style="bold green" if verdict.signal else "bold"),
+            Text(counts + (f"   left for resume {unfinished}" if unfinished else ""))]
+        if phase:
+            done_text = ", ".join(f"{task} {value:.4f}" for task, value in sorted(confirmed.items()))
+            lines.append(Text(f"{phase}{': ' + done_text if done_text else ''}", style="cyan"))
         if warming:
             lines.append(Text("warming up: " + ", ".join(f"{rig} {ready}/{count} slots ready"
                                                          for rig, (ready, count) in warming.items()), style="yellow"))

@@ -21,7 +21,15 @@ from typing import Any
 
 from coordinator import dataset, results
 from coordinator.inventory import Rig, load_inventory
-from coordinator.settings import DEFAULT_EVALUATION, OPTIMAL_CONFIG, RunSettings, new_run_id
+from coordinator.settings import (
+    CONFIRM_REPLICATES,
+    CONFIRM_TOP,
+    DEFAULT_EVALUATION,
+    OPTIMAL_CONFIG,
+    RunSettings,
+    confirm_evaluation,
+    new_run_id,
+)
 from coordinator.study import STUDIES_DIR, Study, storage_path, study_names
 from worker import VERSION, contract
 from worker.contract import DATA_ROLES, DataRef, Evaluation
@@ -29,7 +37,8 @@ from worker.objective import OBJECTIVES
 from worker.prng import GENERATORS
 
 DEFAULTS: dict[str, Any] = {"trials": 100, "sample_size": 450, "seed": 0, "timeout_s": 600.0,
-                            "evaluation": dataclasses.asdict(DEFAULT_EVALUATION)}
+                            "evaluation": dataclasses.asdict(DEFAULT_EVALUATION),
+                            "confirm": {"top": CONFIRM_TOP, "replicates": CONFIRM_REPLICATES}}
 
 # Recorded settings (dotted paths into the study's attributes) that change the study's results, with the
 # option that sets each: a resume may not change them.
@@ -42,6 +51,8 @@ FIXED_ON_RESUME: dict[str, str] = {
     "evaluation.eval_size": "--eval-size",
     "evaluation.nulls": "--nulls",
     "evaluation.objective": "--objective",
+    "confirm.top": "--confirm-top",
+    "confirm.replicates": "--confirm-replicates",
     **{f"data.{role}.sha256": "--data" for role in DATA_ROLES},
 }
 
@@ -73,6 +84,8 @@ class Step2Options:
     eval_size: int | None = None
     nulls: int | None = None
     objective: str | None = None
+    confirm_top: int | None = None
+    confirm_replicates: int | None = None
     studies_dir: Path = STUDIES_DIR
     runs_dir: Path = results.RUNS_DIR
 
@@ -90,6 +103,8 @@ class Plan:
     settings: RunSettings
     sources: dict[str, Path]  # role -> the operator's data file
     pool: int
+    confirm_top: int  # the search's best trials to confirm (0: none)
+    confirm: Evaluation  # a confirmation's design
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,7 +114,9 @@ def check_options(opts: Step2Options) -> None:
     for option, value, low in (("--trials", opts.trials, 1), ("--sample-size", opts.sample_size, 2),
                                ("--attempts", opts.max_attempts, 1), ("--quarantine-after", opts.quarantine_after, 1),
                                ("--mod", opts.mod, 2), ("--replicates", opts.replicates, 1),
-                               ("--eval-size", opts.eval_size, 2), ("--nulls", opts.nulls, 0)):
+                               ("--eval-size", opts.eval_size, 2), ("--nulls", opts.nulls, 0),
+                               ("--confirm-top", opts.confirm_top, 0),
+                               ("--confirm-replicates", opts.confirm_replicates, 1)):
         if value is not None and value < low:
             problems.append(f"{option} must be at least {low}, got {value}")
     if opts.seed is not None and not 0 <= opts.seed < 2**32:
@@ -153,9 +170,12 @@ def plan_run(opts: Step2Options, code: str, started: float) -> Plan:
     if checked.duplicates:
         notes.append(f"{sources['survivors']}: {checked.duplicates:,} rows repeat an earlier survivor (same seed and"
                      f" alignment); the pool counts each survivor once: {checked.pool:,}")
-    pool = checked.pool
+    confirm = confirm_evaluation(settings.evaluation, meta["confirm"]["replicates"])
+    if meta["confirm"]["top"] and confirm.replicates * confirm.eval_size > checked.pool:
+        raise OptionError(f"--confirm-replicates {confirm.replicates}: a confirmation judges {confirm.replicates} x"
+                          f" {confirm.eval_size} survivors, the pool has {checked.pool:,}: lower it or --eval-size")
     return Plan(name, storage_path(name, opts.studies_dir), opts.resume is not None, rigs, meta, record, settings,
-                sources, pool, notes)
+                sources, checked.pool, meta["confirm"]["top"], confirm, notes)
 
 
 Settings = tuple[str, dict[str, Any], dict[str, Any], list[str]]  # name, meta, what to record, notes
@@ -172,7 +192,7 @@ def _new(opts: Step2Options, code: str, started: float) -> Settings:
     data = dataset.load_data_dir(opts.data, opts.prng, opts.mod)
     given = _given(opts, data)
     meta = {"code_hash": code, "worker_version": VERSION, **DEFAULTS, **given,
-            "evaluation": {**DEFAULTS["evaluation"], **given.get("evaluation", {})},
+            **{key: {**DEFAULTS[key], **given.get(key, {})} for key in ("evaluation", "confirm")},
             "prng": {"type": data.prng_type, "mod": data.mod}, "layout": data.layout,
             "extras": {name: os.path.abspath(path) for name, path in data.extras.items()}}
     return name, meta, meta, []
@@ -187,6 +207,10 @@ def _resumed(opts: Step2Options, code: str) -> Settings:
         raise OptionError(f"--resume {opts.resume}: no study at {journal} (studies there: {known})")
     reader = Study(opts.resume, journal, seed=0, create=False, writer=False)
     recorded, held = reader.meta(), len(reader.trials())
+    missing = [key for key in ("evaluation", "confirm") if key not in recorded]
+    if missing:
+        raise OptionError(f"--resume {opts.resume}: the study was started by an earlier version that recorded no"
+                          f" {' or '.join(missing)} design; start a new study (--study NAME)")
     prng = recorded["prng"]
     data = dataset.load_data_dir(opts.data, opts.prng or prng["type"], opts.mod or prng["mod"]) if opts.data else None
     given = _given(opts, data)
@@ -215,6 +239,10 @@ def _given(opts: Step2Options, data: dataset.DataSet | None) -> dict[str, Any]:
                   if value is not None}
     if evaluation:
         given["evaluation"] = evaluation
+    confirm = {key: value for key, value in (("top", opts.confirm_top), ("replicates", opts.confirm_replicates))
+               if value is not None}
+    if confirm:
+        given["confirm"] = confirm
     if data is not None:
         given["data"] = {role: {"path": ref.path, "sha256": ref.sha256, "source": os.path.abspath(data.files[role])}
                          for role, ref in data.refs.items()}  # abspath, not resolve: a symlink keeps its own name

@@ -59,6 +59,7 @@ class Outcome:
     reason: Reason | None = None  # None on success
     detail: str = ""
     record: dict | None = None  # the validated result, on success and where one exists on failure
+    chance: tuple[float, float] | None = None  # the value's chance level (null mean, s.d.), where the kind has one
 
     def describe(self) -> str:
         return f"{self.reason}: {self.detail}" if self.detail else str(self.reason)

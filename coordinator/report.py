@@ -1,10 +1,13 @@
 """`coordinator report`: what a study found, and whether to believe it.
 
-From the study's journal and its archive: the best trial, the spread of accuracies (one distinct
-value means the objective did not discriminate), trials per rig and failures per reason, survivor
-coverage against N(1 - (1 - n/N)^k), which parameters mattered (an inert one showed no measurable
-effect), and, given a null-data study, the margin over its best. Prints it, writes the
-figures to runs/<study>/report/summary.json and the plots beside them (HTML and PNG).
+From the study's journal and its archive: the verdict of each figure (the best against what chance
+gives for the best of N trials, coordinator/chance.py), the confirmed optimum beside the search's
+best, the top of the optimum's ranking and, on synthetic data, where the generating seeds were ranked;
+the best trial, the spread of values (one distinct value means the objective did not discriminate),
+trials per rig and failures per reason, survivor coverage against N(1 - (1 - n/N)^k), which
+parameters mattered (not meaningful without evidence of signal), and, given a null-data study of the
+same pool, sample size, draws and design, how the two distributions of values compare. Prints it,
+writes the figures to runs/<study>/report/summary.json and the plots beside them (HTML and PNG).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from coordinator import results
+from coordinator import confirm, results
+from coordinator.chance import verdict
 from coordinator.results import Archive
 from coordinator.study import STUDIES_DIR, Study, TrialRecord, TrialState, storage_path
 from worker import contract
 from worker.files import write_json_atomic
+from worker.objective import OBJECTIVES, SPEARMAN
 from worker.params import SCORER_SPACE
 
 INERT_SHARE = 0.01  # below this share of the total importance a parameter changes nothing measurable
@@ -49,16 +54,25 @@ def load_study(name: str, studies_dir: Path = STUDIES_DIR) -> Study:
     return Study(name, path, seed=0, create=False, writer=False)
 
 
-def pool_size(run_dir: Path, meta: dict[str, Any]) -> int | None:
-    """Survivors in the pool the trials sampled from: the copy staged beside the run's archive."""
-    ref = meta.get("data", {}).get("survivors")
+def staged(run_dir: Path, meta: dict[str, Any], role: str) -> Path | None:
+    """The copy of a data file staged beside the study's archive, if it is there."""
+    ref = meta.get("data", {}).get(role)
     path = run_dir / "data" / Path(ref["path"]).name if ref else None
-    if path is None or not path.is_file():
-        return None
-    if path.suffix == ".npz":
-        with np.load(path) as npz:
-            return len(npz["seeds"])
-    return len(json.loads(path.read_text()))
+    return path if path is not None and path.is_file() else None
+
+
+def pool_seeds(run_dir: Path, meta: dict[str, Any]) -> np.ndarray | None:
+    """The seeds of the pool the trials sampled from, in the workers' order (repeats dropped)."""
+    from worker.survivors import read_survivors
+
+    path = staged(run_dir, meta, "survivors")
+    return None if path is None else read_survivors(path).seeds
+
+
+def draw_counts(run_dir: Path, meta: dict[str, Any]) -> tuple[int, int] | None:
+    """(train draws, holdout draws) of the staged histories."""
+    paths = [staged(run_dir, meta, role) for role in ("train_history", "holdout_history")]
+    return None if None in paths else tuple(len(json.loads(p.read_text())) for p in paths)  # type: ignore[return-value]
 
 
 def tally(trials: list[TrialRecord]) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
@@ -103,17 +117,28 @@ def summarize(study: Study, runs_dir: Path = results.RUNS_DIR) -> dict[str, Any]
     meta = study.meta()
     best = study.best()
     values = [t.value for t in trials if t.state == TrialState.COMPLETE]
-    pool = pool_size(runs_dir / study.name, meta)
+    run_dir = runs_dir / study.name
+    seeds = pool_seeds(run_dir, meta)
     rigs, reasons = tally(trials)
+    objective = meta.get("evaluation", {}).get("objective", SPEARMAN.name)
+    verdicts = {name: verdict(trials, name).to_dict() for name in OBJECTIVES}
     shares, why_not = importance(study, values)
     notes = [why_not] if why_not else []
-    if pool is None:
-        notes.append(f"no staged survivors file under {runs_dir / study.name / 'data'}: coverage not computed")
+    meaningful = verdicts[objective]["p_value"] is None or verdicts[objective]["signal"]
+    if shares and not meaningful:
+        notes.append(f"parameter importance is not meaningful: {verdicts[objective]['words']}")
+    if seeds is None:
+        notes.append(f"no staged survivors file under {run_dir / 'data'}: coverage not computed")
     return {
         "study": study.name,
         "storage": str(study.path),
         "worker_version": meta.get("worker_version"),
         "code_hash": meta.get("code_hash"),
+        "objective": objective,
+        "evaluation": meta.get("evaluation"),
+        "verdicts": verdicts,
+        "confirmation": _confirmation(study, meta, Archive(study.name, runs_dir)),
+        "generators": None if seeds is None else generator_ranks(study, meta, Archive(study.name, runs_dir), seeds),
         "trials": {"total": len(trials), **results.trial_counts(trials)},
         "best": None if best is None else {"trial": best.number, "trial_id": contract.trial_id(best.number),
                                            "accuracy": best.value, "rig": best.attrs.get("rig"),
@@ -121,26 +146,85 @@ def summarize(study: Study, runs_dir: Path = results.RUNS_DIR) -> dict[str, Any]
         "accuracy": distribution(values),
         "rigs": rigs,
         "failure_reasons": reasons,
-        "coverage": None if pool is None else results.coverage(Archive(study.name, runs_dir).finals(), pool),
+        "coverage": None if seeds is None else results.coverage(Archive(study.name, runs_dir).finals(), len(seeds)),
         "importance": shares,
+        "importance_meaningful": meaningful,
         "inert": sorted(name for name, share in (shares or {}).items() if share < INERT_SHARE),
         "notes": notes,
     }
 
 
-def compare_null(summary: dict[str, Any], null: Study) -> dict[str, Any]:
-    """The margin of the study's best over a null-data study's best: a 'best of k' that does not
-    beat the best of k on data with no signal found nothing."""
-    null_best = null.best()
-    out: dict[str, Any] = {"study": null.name, "best": null_best.value if null_best else None, "margin": None}
-    if summary["best"] is None or null_best is None:
-        summary["notes"].append("null comparison needs a complete trial in both studies")
-    else:
-        out["margin"] = summary["best"]["accuracy"] - null_best.value
-        if out["margin"] <= 0:
-            summary["notes"].append(f"the best ({summary['best']['accuracy']:.6f}) does not beat the null study's"
-                                    f" best ({null_best.value:.6f}): no evidence of signal")
+def _confirmation(study: Study, meta: dict[str, Any], archive: Archive) -> dict[str, Any] | None:
+    """The search's best trials evaluated again on fresh samples, the optimum among them, and the top of
+    the optimum's ranking (its first replicate's)."""
+    top = meta.get("confirm", {}).get("top", 0)
+    if not top:
+        return None
+    state = confirm.records(study)
+    candidates = [{"trial": t.number, "search_value": t.value, **state.get(str(t.number), {}).get("confirmed", {}),
+                   "failed": state.get(str(t.number), {}).get("failed")} for t in confirm.candidates(study, top)]
+    found = confirm.optimum(study, top)
+    record = None if found is None else archive.finals("confirm").get(contract.confirm_id(found.trial.number))
+    return {"top": top, "candidates": candidates, "optimum": None if found is None else found.to_dict(),
+            "top_survivors": None if record is None else record["diagnostics"]["top"][0]}
+
+
+def generator_ranks(study: Study, meta: dict[str, Any], archive: Archive, seeds: np.ndarray) -> list[dict] | None:
+    """On synthetic data whose truth is known (demo_truth.json): where each generating seed was ranked in
+    every replicate whose survivors held it, trials and confirmations, as a share of the replicate's
+    survivors (0: first). None when the data's truth is not known."""
+    path = Path(meta.get("extras", {}).get("demo_truth.json", "/nonexistent"))
+    if not path.is_file():
+        return None
+    truth = json.loads(path.read_text())
+    records = [*archive.finals().values(), *archive.finals("confirm").values()]
+    out = []
+    for gen in truth["generators"]:
+        at = set(np.flatnonzero(seeds == np.uint64(gen["seed"])).tolist())
+        shares = [ranked.index(i) / len(ranked) for r in records if r.get("status") == "success"
+                  for ranked in r["diagnostics"].get("ranked", []) for i in at.intersection(ranked)]
+        out.append({"seed": gen["seed"], "draws": [gen["start"], gen["end"]], "in_pool": bool(at),
+                    "made_the_holdout": gen["seed"] == truth.get("holdout_generator"), "replicates": len(shares),
+                    "median_share": float(np.median(shares)) if shares else None,
+                    "in_top_1pct": sum(share < 0.01 for share in shares)})
     return out
+
+
+def compare_null(study: Study, null: Study, runs_dir: Path = results.RUNS_DIR) -> dict[str, Any]:
+    """The study's whole distribution of values against a null study's (Mann-Whitney U, one-sided), the
+    same comparison run after run: not best against best. The null study must share the pool, the
+    sample size, the draws and the evaluation design; another is refused, naming each difference."""
+    from scipy.stats import mannwhitneyu
+
+    here, there = runs_dir / study.name, runs_dir / null.name
+    mine, theirs = study.meta(), null.meta()
+    differences = []
+    for what, a, b in (("pool", _pool_key(here, mine), _pool_key(there, theirs)),
+                       ("sample size", mine.get("sample_size"), theirs.get("sample_size")),
+                       ("draws (train, holdout)", draw_counts(here, mine), draw_counts(there, theirs)),
+                       ("evaluation", mine.get("evaluation"), theirs.get("evaluation"))):
+        if a != b or a is None:
+            differences.append(f"{what}: {a} here, {b} in {null.name}")
+    if differences:
+        raise ReportError(f"--null {null.name}: {'; '.join(differences)}: a null comparison needs the same pool,"
+                          " sample size, draws and evaluation")
+    values = [t.value for t in study.trials() if t.state == TrialState.COMPLETE]
+    null_values = [t.value for t in null.trials() if t.state == TrialState.COMPLETE]
+    if not values or not null_values:
+        raise ReportError(f"--null {null.name}: a null comparison needs complete trials in both studies")
+    p = float(mannwhitneyu(values, null_values, alternative="greater").pvalue)
+    words = (f"the values stand above the null study's (Mann-Whitney p = {p:.2g})" if p < 0.01 else
+             f"no evidence of signal beyond the null study: its values are as high (Mann-Whitney p = {p:.2g})")
+    return {"study": null.name, "distribution": distribution(null_values), "mannwhitney_p": p,
+            "median_difference": float(np.median(values) - np.median(null_values)), "words": words}
+
+
+def _pool_key(run_dir: Path, meta: dict[str, Any]) -> tuple[int, str] | None:
+    """What identifies a pool across studies: its size and its seeds' hash (files may differ in bytes)."""
+    import hashlib
+
+    seeds = pool_seeds(run_dir, meta)
+    return None if seeds is None else (len(seeds), hashlib.sha256(seeds.tobytes()).hexdigest()[:16])
 
 
 def _titles(study: Study, with_importance: bool) -> list[tuple[str, str, dict[str, Any], str]]:
@@ -207,7 +291,7 @@ def report(name: str | None = None, null: str | None = None, *, studies_dir: Pat
     study = load_study(name or newest_study(studies_dir), studies_dir)
     summary = summarize(study, runs_dir)
     if null is not None:
-        summary["null"] = compare_null(summary, load_study(null, studies_dir))
+        summary["null"] = compare_null(study, load_study(null, studies_dir), runs_dir)
     out_dir = runs_dir / study.name / "report"
     if summary["accuracy"] is None:
         summary["notes"].append("no trial completed: nothing to rank, no plots written")
@@ -235,10 +319,22 @@ def show(summary: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]study {s['study']}[/] (worker {s['worker_version']}, {s['storage']}): {counts['total']}"
                   f" trials, {counts['complete']} complete, {counts['failed']} failed, {counts['running']} running,"
                   f" {counts['retried']} retried")
+    for name, v in s["verdicts"].items():
+        style = "green" if v["signal"] else "yellow"
+        marker = " (the study's objective)" if name == s["objective"] else ""
+        console.print(f"[bold]verdict, {name}{marker}:[/] [{style}]{v['words']}[/]")
+    _show_confirmation(s, console)
     if s["best"]:
         best = s["best"]
-        _section(console, f"best: {best['trial_id']}, accuracy {best['accuracy']:.6f}, on {best['rig']}",
-                 ("parameter", "value"), list(best["params"].items()))
+        _section(console, f"the search's best: {best['trial_id']}, {s['objective']} {best['accuracy']:.6f},"
+                          f" on {best['rig']}", ("parameter", "value"), list(best["params"].items()))
+    if s["generators"]:
+        _section(console, "the generating seeds (synthetic data): their rank as a share of each replicate's"
+                          " survivors (0: first)", ("seed", "draws", "in the pool", "made the holdout", "replicates",
+                                                      "median share", "in the top 1%"),
+                 [(g["seed"], f"{g['draws'][0]}-{g['draws'][1]}", g["in_pool"], g["made_the_holdout"],
+                   g["replicates"], "-" if g["median_share"] is None else f"{g['median_share']:.3f}",
+                   g["in_top_1pct"]) for g in s["generators"]])
     if s["accuracy"]:
         _section(console, "accuracy (Spearman ρ) of the complete trials", tuple(s["accuracy"]),
                  [tuple(s["accuracy"].values())])
@@ -254,13 +350,35 @@ def show(summary: dict[str, Any], console: Console) -> None:
                  [(f"{cov['pool']:,}", f"{cov['sample_size']:,}", cov["trials"],
                    f"{cov['unique_seen']:,} ({cov['fraction']:.1%})", f"{cov['expected_unique']:,.0f}")])
     if s["importance"]:
-        _section(console, "parameter importance (share of the total, PED-ANOVA)", ("parameter", "share"),
+        title = "parameter importance (share of the total, PED-ANOVA)" + (
+            "" if s["importance_meaningful"] else ": NOT MEANINGFUL, no evidence of signal")
+        _section(console, title, ("parameter", "share"),
                  [(k, f"{v:.1%}" + (" inert" if k in s["inert"] else "")) for k, v in s["importance"].items()])
-        for name in s["inert"]:
+        for name in s["inert"] if s["importance_meaningful"] else []:
             console.print(f"[yellow]warning:[/] {name} has {s['importance'][name]:.2%} of the importance: it looks"
                           " inert (changing it changes nothing measurable)")
-    if "null" in s and s["null"]["margin"] is not None:
-        console.print(f"\nnull study {s['null']['study']}: best {s['null']['best']:.6f};"
-                      f" margin of this study's best over it: {s['null']['margin']:+.6f}")
+    if "null" in s:
+        console.print(f"\nnull study {s['null']['study']}: {s['null']['words']}; median difference"
+                      f" {s['null']['median_difference']:+.4f}")
     for note in s["notes"]:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _show_confirmation(s: dict[str, Any], console: Console) -> None:
+    c = s["confirmation"]
+    if c is None:
+        return
+    rows = [(f"trial_{x['trial']:04d}", x["search_value"], "-" if "value" not in x else x["value"],
+             "-" if not x.get("interval") else f"{x['interval'][0]:.4f} to {x['interval'][1]:.4f}",
+             x["failed"] or "") for x in c["candidates"]]
+    _section(console, f"the search's best {c['top']} trials again on fresh samples", ("trial", "search value",
+                                                                                       "confirmed", "95% interval",
+                                                                                       "failed"), rows)
+    if c["optimum"]:
+        o = c["optimum"]
+        console.print(f"[bold]optimum:[/] trial_{o['trial_number']:04d}, confirmed {o['value']:.4f}; the search's"
+                      f" best, trial_{o['search_best']['trial_number']:04d}, had {o['search_best']['value']:.4f}")
+    if c.get("top_survivors"):
+        _section(console, "the optimum's top-ranked survivors (a confirmation replicate)", ("seed", "predicted",
+                                                                                          "holdout quality"),
+                 [(t["seed"], t["predicted"], t["holdout"]) for t in c["top_survivors"]])

@@ -8,10 +8,15 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from coordinator.chance import verdict
 from coordinator.study import Study, TrialRecord, TrialState
 from worker.files import write_json_atomic
+from worker.objective import OBJECTIVES
+
+if TYPE_CHECKING:
+    from coordinator.confirm import Optimum
 
 RUNS_DIR = Path("runs")
 
@@ -35,9 +40,10 @@ class Archive:
         os.replace(link, final_path)
         return final_path
 
-    def finals(self) -> dict[str, dict[str, Any]]:
+    def finals(self, kind: str = "trial") -> dict[str, dict[str, Any]]:
+        """Each task's final record by its id: the trials', or ("confirm") the confirmations'."""
         out = {}
-        for path in sorted(self.dir.glob("trial_*.json")):
+        for path in sorted(self.dir.glob(f"{kind}_*.json")):
             if path.stem.count(".") == 0:
                 out[path.stem] = json.loads(path.read_text())
         return out
@@ -60,24 +66,37 @@ def coverage(finals: dict[str, dict[str, Any]], pool: int) -> dict[str, Any]:
             "fraction": len(seen) / pool if pool else 0.0, "expected_unique": round(expected, 1)}
 
 
-def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, started: float) -> dict[str, Any]:
-    """The best trial's params at top level (the keys Steps 3-6 read), its accuracy, and the context
-    that says where it came from. Refuses to write when no trial completed: no fake optimum."""
+def write_optimal_config(path: Path, study: Study, archive: Archive, pool: int, started: float,
+                         confirm_top: int, found: Optimum | None) -> dict[str, Any]:
+    """The optimum's params at top level (the keys Steps 3-6 read), its accuracy, and the context that
+    says where it came from: the trial with the best confirmed value on fresh samples (its 95% interval,
+    the search's own best value and both trial numbers beside it, so the selection bias is visible:
+    `found`), or, with no confirmation asked for (confirm_top 0), the search's best, marked unconfirmed. Each figure's
+    verdict says whether the study found more than chance. Refuses to write when there is no optimum:
+    no trial completed, or none of the candidates was confirmed."""
     trials = study.trials()
     best = study.best()
     if best is None:
         raise RuntimeError(f"study {study.name}: no trial completed; {path} not written")
+    if confirm_top and found is None:
+        raise RuntimeError(f"study {study.name}: none of its best {confirm_top} trials was confirmed; {path} not"
+                           " written")
+    chosen = found.trial if found else best
     meta = study.meta()
     counts = trial_counts(trials)
+    objective = meta["evaluation"]["objective"]
     config = {
-        **{k: v for k, v in best.params.items()},
-        "accuracy": best.value,
+        **{k: v for k, v in chosen.params.items()},
+        "accuracy": found.confirmed["value"] if found else best.value,
         "_run_context": {
             "study": study.name,
             "storage": str(study.path),
-            "trial_number": best.number,
-            "run_id": best.attrs.get("run_id"),
-            "objective": "spearman_rho_holdout",
+            "trial_number": chosen.number,
+            "run_id": chosen.attrs.get("run_id"),
+            "objective": objective,
+            "confirmation": found.to_dict() if found else None,
+            "verdict": {name: verdict(trials, name).to_dict() for name in OBJECTIVES},
+            "evaluation": meta["evaluation"],
             "code_hash": meta.get("code_hash"),
             "worker_version": meta.get("worker_version"),
             "data": meta.get("data"),

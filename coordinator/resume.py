@@ -34,7 +34,7 @@ def reattach(study: Study, transports: dict[str, Transport], archive: results.Ar
         failures = [Failure.from_dict(f) for f in trial.attrs.get("failures", [])]
         known = dispatch.get("attempt") in {f.attempt for f in failures}  # it failed, and that is on record
         earlier = None if known else _earlier_job(settings, spec, dispatch)
-        record = _fetch(transports.get(dispatch.get("rig", "")), earlier)
+        record = fetch_earlier(transports.get(dispatch.get("rig", "")), earlier)
         if record is not None and record["status"] == contract.Status.SUCCESS:
             archive.store(record, final=True)
             study.set_attrs(trial.number, rig=dispatch["rig"], reattached=True)
@@ -66,7 +66,8 @@ def _earlier_job(settings: RunSettings, spec: TrialSpec, dispatch: dict[str, Any
     return replace(settings.job(spec.number, spec.params, dispatch["attempt"]), run_id=dispatch["run_id"])
 
 
-def _fetch(transport: Transport | None, job: contract.Job | None) -> dict | None:
+def fetch_earlier(transport: Transport | None, job: contract.Job | None) -> dict | None:
+    """An earlier attempt's valid result from its rig, or None (no rig, no job, nothing valid there)."""
     if transport is None or job is None:
         return None
     try:

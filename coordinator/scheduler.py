@@ -8,6 +8,8 @@ A failed attempt goes back to the queue with the next attempt number and is take
 A rig whose attempts fail `quarantine_after` times in a row is left out for the rest of the run
 and its running attempts are cancelled and retried. The head is never quarantined: it is where
 retries go.
+A Source may come in phases (`Phases`): when one has nothing left to ask, running or waiting, the next
+begins on the same warm slots.
 Stopping leaves work for a resume instead of failing it: on a stop request (SIGINT, SIGTERM) running
 attempts are cancelled; an attempt the worker refuses (no attempt of it could succeed: bad input,
 data that does not match its hash, stale code, a missing dependency) stops dispatch while running
@@ -64,6 +66,42 @@ class Source(Protocol):
         `task.failures` holds every attempt's failure."""
 
 
+class PhasedSource(Source, Protocol):
+    def begin(self) -> bool:
+        """Called as the source's phase begins (the one before it has nothing left running or waiting):
+        gather its tasks; False when it has none and the next phase should begin."""
+
+
+class Phases:
+    """Sources one after another over the same slots: the scheduler moves to the next when the current one
+    has nothing left to ask, running or waiting. Outcomes go to the source whose phase it is."""
+
+    def __init__(self, first: Source, *later: PhasedSource):
+        self.sources: list[Source] = [first, *later]
+        self.current = 0
+
+    @property
+    def source(self) -> Source:
+        return self.sources[self.current]
+
+    def next_task(self) -> Task | None:
+        return self.source.next_task()
+
+    def next_phase(self) -> bool:
+        """Begin the next phase that has work; False when none is left."""
+        while self.current + 1 < len(self.sources):
+            self.current += 1
+            if self.source.begin():
+                return True
+        return False
+
+    def succeeded(self, task: Task, outcome: Outcome, rig: Rig) -> None:
+        self.source.succeeded(task, outcome, rig)
+
+    def attempt_failed(self, task: Task, outcome: Outcome, rig: Rig | None, final: bool) -> None:
+        self.source.attempt_failed(task, outcome, rig, final)
+
+
 class Executor(Protocol):
     """Runs tasks on one slot: one (rig, GPU)."""
 
@@ -83,10 +121,18 @@ class Executor(Protocol):
 
 
 @dataclass
+class Tally:
+    complete: int = 0
+    failed: int = 0
+    retried: int = 0  # attempts that failed and were run again in this run
+
+
+@dataclass
 class Summary:
     complete: int = 0
     failed: int = 0
     retried: int = 0  # attempts that failed and were run again in this run
+    phases: list[Tally] = field(default_factory=lambda: [Tally()])  # the same counts, phase by phase
     quarantined: dict[str, str] = field(default_factory=dict)
     lost_slots: int = 0
     no_slot_started: dict[str, str] = field(default_factory=dict)  # rig -> why its last slot did not start
@@ -208,6 +254,10 @@ class Scheduler:
                     self.in_flight += 1  # the task being asked: no slot may conclude the run is over
                     break
                 if self.in_flight == 0 and not self.queue:
+                    if self.exhausted and getattr(self.source, "next_phase", lambda: False)():
+                        self.exhausted = False  # the same slots, the next phase's tasks
+                        self.summary.phases.append(Tally())
+                        continue
                     self.cond.notify_all()
                     return None
                 self.cond.wait()
@@ -248,9 +298,10 @@ class Scheduler:
     def _settle(self, ex: Executor, task: Task, outcome: Outcome) -> None:
         if outcome.ok:
             self.source.succeeded(task, outcome, ex.rig)
-            self._emit(EventKind.FINISHED, ex, task, value=outcome.value)
+            self._emit(EventKind.FINISHED, ex, task, value=outcome.value, chance=outcome.chance)
             with self.cond:
                 self.summary.complete += 1
+                self.summary.phases[-1].complete += 1
                 self.streak[ex.rig.name] = 0
                 self.in_flight -= 1
                 self.cond.notify_all()
@@ -273,11 +324,13 @@ class Scheduler:
         self._emit(EventKind.FAILED if final else EventKind.RETRIED, ex, task, reason=outcome.describe())
         with self.cond:
             self.summary.failed += final
+            self.summary.phases[-1].failed += final
             quarantined = outcome.reason != Reason.CANCELLED and self._count_failure(ex.rig, outcome.describe())
             if not final:
                 task.attempt += 1
                 self.queue.append(task)
                 self.summary.retried += 1
+                self.summary.phases[-1].retried += 1
             self.in_flight -= 1
             self.cond.notify_all()
         self._cancel_rig(quarantined)
@@ -308,7 +361,7 @@ class Scheduler:
                 ex.cancel()
 
     def _emit(self, kind: EventKind, ex: Executor, task: Task | None = None, value: float | None = None,
-              reason: str = "") -> None:
+              reason: str = "", chance: tuple[float, float] | None = None) -> None:
         self.watcher.notify(Event(kind, rig=ex.rig.name, slot=ex.index, gpu=ex.rig.slot_gpu(ex.index),
                                   task=task.key if task else "", attempt=task.attempt if task else 0,
-                                  value=value, reason=reason))
+                                  value=value, reason=reason, chance=chance))

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker import contract
-from worker.contract import DataRef, Evaluation, Job, TrialPayload
+from worker.contract import ConfirmPayload, DataRef, Evaluation, Job, TrialPayload
 from worker.files import write_json_atomic
 
 OPTIMAL_CONFIG = "optimal_scorer_config.json"  # where Steps 3-6 read the optimum, unless told otherwise
@@ -54,9 +53,18 @@ class RunSettings:
     evaluation: Evaluation
 
     def job(self, number: int, params: dict[str, Any], attempt: int) -> Job:
-        payload = TrialPayload(self.prng_type, self.mod, self.sample_size, dict(self.data),
-                               {**params, "optuna_trial_number": number}, self.evaluation)
-        return Job(study=self.study, run_id=self.run_id, trial_id=contract.trial_id(number), attempt=attempt,
+        """Trial `number`'s job."""
+        return self._job(TrialPayload, number, params, attempt, self.evaluation)
+
+    def confirm_job(self, number: int, params: dict[str, Any], attempt: int, evaluation: Evaluation) -> Job:
+        """Trial `number`'s confirmation: its parameters on fresh samples, with `evaluation`'s design."""
+        return self._job(ConfirmPayload, number, params, attempt, evaluation)
+
+    def _job(self, kind: type[TrialPayload], number: int, params: dict[str, Any], attempt: int,
+             evaluation: Evaluation) -> Job:
+        payload = kind(self.prng_type, self.mod, self.sample_size, dict(self.data),
+                       {**params, "optuna_trial_number": number}, evaluation)
+        return Job(study=self.study, run_id=self.run_id, trial_id=payload.task_id(), attempt=attempt,
                    timeout_s=self.timeout_s, code_hash=self.code_hash, payload=payload)
 
     def write(self, job: Job, root: Path = Path(".")) -> Path:

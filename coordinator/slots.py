@@ -120,7 +120,7 @@ class WarmSlot:
         if done.exit != 0:
             return Outcome(False, reason=Reason.EXIT, detail=f"worker exit {done.exit} beside a success record",
                            record=record)
-        return Outcome(True, value=job.payload.value(record), record=record)
+        return Outcome(True, value=job.payload.value(record), record=record, chance=job.payload.chance(record))
 
     def _drop(self, proc: SlotProcess) -> None:
         proc.kill()

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from coordinator import dataset, results
+from coordinator.chance import Verdict, verdict
+from coordinator.confirm import ConfirmSource, Optimum, optimum
 from coordinator.deploy import worker_bundle
 from coordinator.events import Event, EventKind, Watcher
 from coordinator.inventory import Rig
@@ -23,12 +25,13 @@ from coordinator.outcome import Outcome
 from coordinator.resume import reattach
 from coordinator.rig_server import RigServer
 from coordinator.rigs import OpenRigs, open_rigs
-from coordinator.scheduler import Scheduler, Summary, Task
+from coordinator.scheduler import Phases, Scheduler, Summary, Task
 from coordinator.settings import RunSettings, TrialSpec
 from coordinator.slots import WarmSlot
 from coordinator.study import Study, TrialState
 from worker import contract
 from worker.contract import Job
+from worker.objective import OBJECTIVES
 
 
 class Step2Error(RuntimeError):
@@ -52,6 +55,9 @@ class Step2Result:
     excluded: dict[str, str]
     finished: int  # trials the study holds finished (complete or failed), after this run
     target: int  # trials the study is to hold
+    optimum: Optimum | None  # the best confirmed trial (None: not confirmed, or no confirmation asked for)
+    verdicts: dict[str, Verdict]  # per figure: the study's best against chance for the best of N
+    objective: str  # the figure the study optimises
 
 
 def figures_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -127,18 +133,25 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout,
         print(f"study {plan.name}: storage {study.path}, run {plan.settings.run_id}", file=out, flush=True)
         archive = results.Archive(plan.name, opts.runs_dir)
         pending = reattach(study, opened.transports, archive, plan.settings, out) if plan.resume else []
-        source = Step2Source(study, plan.settings, archive, _trials_left(study, plan.meta["trials"], pending),
+        search = Step2Source(study, plan.settings, archive, _trials_left(study, plan.meta["trials"], pending),
                              pending, Path("."))
-        summary = _schedule(source, plan.rigs, opened, watcher, opts, code, len(pending), stop_requested)
+        confirm = ConfirmSource(study, plan.settings, archive, plan.confirm_top, plan.confirm, opened.transports,
+                                watcher, out)
+        summary = _schedule(Phases(search, confirm), search.left + len(pending), plan.rigs, opened, watcher, opts,
+                            plan.settings, stop_requested)
     finally:
         opened.close()
     finished = _finished(study)
-    config, previous = None, None
-    if study.best() and not summary.stopped and not summary.unfinished:
+    config, previous, found = None, None, optimum(study, plan.confirm_top) if plan.confirm_top else None
+    done = study.best() and not summary.stopped and not summary.unfinished and finished >= plan.meta["trials"]
+    if done and (found or not plan.confirm_top):
         previous = results.keep_previous(opts.output)
-        config = results.write_optimal_config(opts.output, study, archive, plan.pool, started)
+        config = results.write_optimal_config(opts.output, study, archive, plan.pool, started, plan.confirm_top,
+                                              found)
+    verdicts = {name: verdict(study.trials(), name) for name in OBJECTIVES}
     return Step2Result(plan.name, study.path, plan.settings.run_id, summary, config, opts.output, previous,
-                       archive.dir, opened.excluded, finished, plan.meta["trials"])
+                       archive.dir, opened.excluded, finished, plan.meta["trials"], found, verdicts,
+                       plan.meta["evaluation"]["objective"])
 
 
 def _check_stop(stop_requested: Callable[[], str | None]) -> None:
@@ -160,13 +173,14 @@ def _trials_left(study: Study, target: int, pending: list[Task[TrialSpec]]) -> i
     return max(0, target - _finished(study) - len(pending))
 
 
-def _schedule(source: Step2Source, rigs: list[Rig], opened: OpenRigs, watcher: Watcher, opts: Step2Options,
-              code: str, pending: int, stop_requested: Callable[[], str | None]) -> Summary:
-    """One warm slot per (rig, slot) of the rigs that opened, forked from one server per rig, under the
-    scheduler's policy."""
-    watcher.notify(Event(EventKind.PLANNED, value=source.left + pending))
-    servers = {name: RigServer(transport, code, source.settings.data) for name, transport in opened.transports.items()}
-    slots = [WarmSlot(servers[rig.name], i, lambda task, r=rig: source.build(task, r))
+def _schedule(source: Phases, planned: int, rigs: list[Rig], opened: OpenRigs, watcher: Watcher,
+              opts: Step2Options, settings: RunSettings, stop_requested: Callable[[], str | None]) -> Summary:
+    """One warm slot per (rig, slot) of the rigs that opened, forked from one server per rig (which parses
+    the run's data once), under the scheduler's policy; each phase's source builds its own jobs."""
+    watcher.notify(Event(EventKind.PLANNED, value=planned))
+    servers = {name: RigServer(transport, settings.code_hash, settings.data)
+               for name, transport in opened.transports.items()}
+    slots = [WarmSlot(servers[rig.name], i, lambda task, r=rig: source.source.build(task, r))
              for rig in rigs if rig.name in servers for i in range(rig.slots)]
     try:
         return Scheduler(source, slots, watcher, max_attempts=opts.max_attempts,

@@ -42,6 +42,7 @@ def step2(root: Path, data: Path, rigs: list[Rig], trials: int, watcher=None) ->
     (root / "rigs.toml").write_text(rigs_toml(rigs))
     opts = Step2Options(rigs=root / "rigs.toml", data=data, mod=1000, trials=trials, sample_size=SAMPLE, study="c",
                         replicates=EVALUATION.replicates, eval_size=EVALUATION.eval_size, nulls=EVALUATION.nulls,
+                        confirm_top=0,
                         timeout_s=60, output=root / "optimal_scorer_config.json",
                         studies_dir=root / "optuna_studies", runs_dir=root / "runs")
     state = RunState()

@@ -49,7 +49,7 @@ def test_render_shows_slots_progress_best_and_quarantine() -> None:
     for e in (Event("slot-starting", rig="head", slot=0, at=now - 80), Event("slot-ready", rig="head", slot=0),
               Event("slot-starting", rig="head", slot=1, at=now - 80), Event("slot-ready", rig="head", slot=1),
               Event("started", rig="head", slot=0, task="trial_0000", attempt=1, at=now - 60),
-              Event("finished", rig="head", slot=0, task="trial_0000", attempt=1, value=0.4123),
+              Event("finished", rig="head", slot=0, task="trial_0000", attempt=1, value=0.4123, chance=(0.25, 0.05)),
               Event("started", rig="head", slot=1, task="trial_0002", attempt=2, at=now - 12.5),
               Event("started", rig="rig-a", slot=0, gpu=3, task="trial_0001", attempt=1),
               Event("started", rig="rig-a", slot=1, gpu=4, task="trial_0003", attempt=1),
@@ -74,7 +74,8 @@ def test_render_shows_slots_progress_best_and_quarantine() -> None:
     assert not any("-1" in line for line in lines)  # the rig-wide quarantine event is no slot
     # one trial done a minute after the first started (warm-up before it is no trial time): nine more take nine
     assert any("1/10 trials" in line and "elapsed 0:01:20" in line and "ETA 0:09:00" in line for line in lines)
-    assert "best 0.412300 (trial_0000) complete 1 failed 0 retried 2" in lines
+    assert "best 0.412300 (trial_0000): signal (p = 0.00059 for the best of 1 trials)" in lines  # 3.2 s.d. above
+    assert "complete 1 failed 0 retried 2" in lines
     assert "warming up: rig-c 1/2 slots ready" in lines
     assert ("last failure: - on rig-b/slot0: process output ended; stderr: Traceback (most recent call last):"
             " ... ModuleNotFoundError: No module named 'torch'") in lines

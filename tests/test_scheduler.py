@@ -213,13 +213,23 @@ def test_an_ask_does_not_hold_up_another_slots_outcome():
         """The second ask lasts until the first task's outcome is settled (or 5 s): an ask taken under
         the scheduler's lock would keep that outcome waiting for the whole ask."""
 
+        second_ask = threading.Event()
+
         def next_task(self):
             if self.order == ["ask0"]:
+                self.second_ask.set()
                 self.settled_during_ask = wait_for(lambda: scheduler.summary.complete == 1)
             return super().next_task()
 
+    class FinishesDuringTheSecondAsk(FakeSlot):
+        def execute(self, task):
+            if task.key == "t0":
+                source.second_ask.wait(5)  # the first outcome comes while the second ask runs
+            return super().execute(task)
+
     source = SlowSecondAsk(3)
-    scheduler = Scheduler(source, [FakeSlot(HEAD, 0, "ok"), FakeSlot(RIG_A, 0, "ok")], RunState())
+    slots = [FinishesDuringTheSecondAsk(HEAD, 0, "ok"), FinishesDuringTheSecondAsk(RIG_A, 0, "ok")]
+    scheduler = Scheduler(source, slots, RunState())
     summary = scheduler.run()
     assert summary.complete == 3 and source.settled_during_ask
 

@@ -69,7 +69,7 @@ def test_step2_runs_on_the_folder_as_it_is_and_through_symlinks(mixed: Path, tmp
         (links / name).symlink_to(tmp_path / f"step1-{name}")
     for folder, study in ((mixed, "as-is"), (links, "links")):
         done = run(tmp_path, "--data", str(folder), "--mod", "1000", "--trials", "2", "--sample-size", "300",
-                   "--replicates", "2", "--eval-size", "300", "--study", study)
+                   "--replicates", "2", "--eval-size", "300", "--confirm-replicates", "2", "--study", study)
         assert done.returncode == 0, done.stdout + done.stderr
         finals = [json.loads(p.read_text()) for p in (tmp_path / "runs" / study / "trials").glob("trial_????.json")]
         assert len(finals) == 2 and all(r["status"] == "success" for r in finals)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.study import Study, storage_path
+from coordinator.study import Study, StudyError, storage_path
 from worker.demo import write_uniform
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PY = str(Path(sys.executable))
-EVALUATION = ("--replicates", "2", "--eval-size", "400", "--nulls", "100")  # the small demo's pool holds ~900
+EVALUATION = ("--replicates", "2", "--eval-size", "400", "--nulls", "100", "--confirm-top", "3",
+              "--confirm-replicates", "2")  # the small demo's pool holds ~900
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,10 @@ def test_ten_trials_meet_the_acceptance_criteria(tmp_path: Path, planted: Path):
     assert len(accuracies) > 1                                                            # criterion 1
     config = json.loads((tmp_path / "optimal_scorer_config.json").read_text())
     assert config["accuracy"] > 0                                                         # criterion 2
-    assert config["accuracy"] == max(accuracies)
+    confirmation = config["_run_context"]["confirmation"]  # the optimum: the best confirmed on fresh samples
+    assert config["accuracy"] == confirmation["value"] and confirmation["search_best"]["value"] == max(accuracies)
+    lo, hi = confirmation["interval_95"]
+    assert lo < config["accuracy"] < hi and confirmation["replicates"] == 2
     assert finals["trial_0000"]["sample_indices"] != finals["trial_0001"]["sample_indices"]  # criterion 4
     best = config["_run_context"]["trial_number"]
     assert {k: config[k] for k in finals[f"trial_{best:04d}"]["params"] if k != "optuna_trial_number"} == {
@@ -191,3 +195,49 @@ def test_resume_keeps_result_settings_and_extends_the_study(tmp_path: Path, plan
     kept = next(tmp_path.glob("optimal_scorer_config.2*.json"))
     assert kept.read_bytes() == written and json.loads(config.read_text())["_run_context"]["complete"] == 5
     assert f"optimal config: {Path('optimal_scorer_config.json')} (the previous one is kept as {kept.name})" in out
+
+
+@pytest.mark.slow
+def test_the_confirmation_phase_resumes_after_sigkill(tmp_path: Path, planted: Path):
+    """Killed while it confirms the search's best trials, a study resumes into the confirmations still
+    missing (collecting one that finished meanwhile), and only then writes its confirmed optimum."""
+    head_inventory(tmp_path, slots=1)
+    journal = tmp_path / storage_path("sc")
+    proc = coordinator(tmp_path, "step2", "--data", str(planted), "--mod", "1000", "--trials", "5",
+                       "--sample-size", "200", *EVALUATION, "--study", "sc", "--no-tui", start_new_session=True)
+
+    def confirming() -> bool:
+        try:
+            state = Study("sc", journal, seed=0, create=False, writer=False).meta().get("confirmations", {})
+        except (StudyError, KeyError):  # no journal yet, or not its study's first record
+            return False
+        return any("dispatch" in s for s in state.values())
+
+    deadline = time.monotonic() + 180
+    while not confirming():
+        assert proc.poll() is None and time.monotonic() < deadline, "coordinator ended before confirming"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "optimal_scorer_config.json").exists()  # no optimum before its confirmation
+
+    proc = coordinator(tmp_path, "step2", "--resume", "sc", "--no-tui")
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    study = Study("sc", journal, seed=0, create=False, writer=False)
+    assert [t.state for t in study.trials()] == ["COMPLETE"] * 5  # the search was not run again
+    state = study.meta()["confirmations"]
+    top = sorted(study.trials(), key=lambda t: (-t.value, t.number))[:3]
+    assert sorted(state) == sorted(str(t.number) for t in top) and all("confirmed" in s for s in state.values())
+    config = json.loads((tmp_path / "optimal_scorer_config.json").read_text())
+    confirmation = config["_run_context"]["confirmation"]
+    best = max(state.values(), key=lambda s: s["confirmed"]["value"])["confirmed"]
+    assert config["accuracy"] == confirmation["value"] == best["value"]
+    assert confirmation["search_best"]["trial_number"] == top[0].number
+    archived = tmp_path / "runs" / "sc" / "trials"
+    for number, s in state.items():  # each confirmation archived; an interrupted attempt on record too
+        final = json.loads((archived / f"confirm_{int(number):04d}.json").read_text())
+        assert final["status"] == "success" and final["accuracy"] == s["confirmed"]["value"]
+        for failure in s.get("failures", []):
+            assert failure["reason"] == "interrupted"
+            assert (archived / f"confirm_{int(number):04d}.a{failure['attempt']}.json").is_file()

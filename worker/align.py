@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker.prng import get_generator
+from worker.prng.output import output_dtype
 from worker.survivors import Survivors
 
 
@@ -56,7 +57,10 @@ def stream(survivors: Survivors, skip: np.ndarray, first: int, count: int,
     evidence (None: all). One call serves every family: each family computes its own rows."""
     align = Alignment.sieve(survivors, skip)
     start = align.base + align.stride * first
-    values = np.empty((len(survivors), count), dtype=np.int64)
+    if len(survivors.families) == 1:  # the usual pool: no copy
+        values = get_generator(survivors.families[0]).outputs(survivors.seeds, start, align.stride, count, mod)
+        return values, align.valid(first, count)
+    values = np.empty((len(survivors), count), dtype=output_dtype(mod))
     for index, name in enumerate(survivors.families):
         rows = np.flatnonzero(survivors.family == index)
         if len(rows):
@@ -67,7 +71,7 @@ def stream(survivors: Survivors, skip: np.ndarray, first: int, count: int,
 
 def agreements(values: np.ndarray, valid: np.ndarray | None, draws: np.ndarray) -> np.ndarray:
     """Exact agreements of each row with the draws, over the draws that carry evidence."""
-    agree = values == draws
+    agree = values == np.asarray(draws).astype(values.dtype)  # one type: no widening of the whole matrix
     return (agree if valid is None else agree & valid).sum(axis=1, dtype=np.int32)
 
 

@@ -78,6 +78,9 @@ class Payload(Protocol):
     def value(self, record: dict[str, Any]) -> float | None:
         """The number a valid success reports (None: the kind reports none)."""
 
+    def chance(self, record: dict[str, Any]) -> tuple[float, float] | None:
+        """The value's chance level, (mean, s.d.) of its null, where the result holds one."""
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -197,6 +200,11 @@ class TrialPayload:
 
     def value(self, record: dict[str, Any]) -> float:
         return float(record["accuracy"])
+
+    def chance(self, record: dict[str, Any]) -> tuple[float, float] | None:
+        figure = record.get("diagnostics", {}).get("figures", {}).get(self.evaluation.objective, {})
+        sd = figure.get("null_sd")
+        return None if sd is None else (float(figure["null_mean"]), float(sd))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from worker.prng.output import output_dtype
+
 FEATURES = ("exact", "residue_1", "residue_2", "residue_3", "best_lag", "recent", "last_window",
             "confident_share")
 RESIDUES = ("residue_mod_1", "residue_mod_2", "residue_mod_3")
@@ -61,8 +63,10 @@ class _Windows:
         self.judged = None if valid is None else self.sums(valid[:, :ends[-1]])
 
     def sums(self, x: np.ndarray) -> np.ndarray:
-        """(rows, ends): true values of x (rows, ends[-1]) in each window."""
-        return np.add.accumulate(np.add.reduceat(x, self.cuts, axis=1, dtype=np.int32), axis=1)
+        """(rows, ends): true values of x (rows, ends[-1]) in each window (a sum per segment: about three
+        times faster than np.add.reduceat's on booleans)."""
+        segments = [_count(x[:, a:b]) for a, b in zip(self.cuts, self.ends, strict=True)]
+        return np.cumsum(np.stack(segments, axis=1), axis=1, dtype=np.int32)
 
     def rates(self, agree: np.ndarray, p: float, lag: int = 0) -> np.ndarray:
         """(rows, ends): agreement rate per window among the draws with evidence (p where none has any)."""
@@ -95,8 +99,8 @@ def features_at(stream: np.ndarray, valid: np.ndarray | None, draws: np.ndarray,
         window's draws, reaches min_confidence_threshold.
     """
     n, max_offset = ends[-1], params["max_offset"]
-    small = np.int16 if mod <= 2**15 else np.int32 if mod <= 2**31 else np.int64  # less memory traffic
-    stream = stream[:, :n + max_offset].astype(small)
+    small = output_dtype(mod)  # what the families write: no copy
+    stream = stream[:, :n + max_offset].astype(small, copy=False)
     draws = np.asarray(draws)[:n].astype(small)
     windows, here = _Windows(ends, _cut(valid, 0, n + max_offset)), _cut(valid, 0, n)
     exact = stream[:, :n] == draws
@@ -123,4 +127,5 @@ def features_at(stream: np.ndarray, valid: np.ndarray | None, draws: np.ndarray,
 def quality(stream: np.ndarray, valid: np.ndarray | None, draws: np.ndarray, mod: int) -> np.ndarray:
     """Exact-match rate of each survivor's aligned stream with the draws (chance where no draw carries
     evidence)."""
-    return _rate(stream[:, :len(draws)] == np.asarray(draws), _cut(valid, 0, len(draws)), chance(mod, mod))
+    agree = stream[:, :len(draws)] == np.asarray(draws).astype(stream.dtype)
+    return _rate(agree, _cut(valid, 0, len(draws)), chance(mod, mod))

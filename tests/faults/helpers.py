@@ -290,7 +290,8 @@ class Cluster:
         (self.root / "rigs.toml").write_text(inventory or rigs_toml(self.rigs))
         return self.coordinator("step2", "--rigs", "rigs.toml", "--data", str(data or self.data), "--trials",
                                 str(trials), "--sample-size", str(SAMPLE_SIZE), "--replicates", "2", "--eval-size",
-                                str(3 * SAMPLE_SIZE), "--nulls", "50", "--study", study, "--trial-timeout",
+                                str(3 * SAMPLE_SIZE), "--nulls", "50", "--confirm-top", "0", "--study", study,
+                                "--trial-timeout",
                                 f"{timeout_s:g}", "--no-tui", *extra, **options)
 
     def resume(self, *extra: str, study: str = STUDY) -> Run:

@@ -31,7 +31,7 @@ class Generator(Protocol):
 
     def outputs(self, seeds: np.ndarray, start: int | np.ndarray, stride: int | np.ndarray, count: int,
                 mod: int) -> np.ndarray:
-        """(n_seeds, count) int64: output mod `mod` at steps start + stride * t, t = 0..count-1, with
+        """(n_seeds, count) of output_dtype(mod): output mod `mod` at steps start + stride * t, t = 0..count-1, with
         `start` and `stride` one for all or one per seed. Step t's output is that of state_t."""
 
     def draws(self, seeds: np.ndarray, start: int, count: int, mod: int) -> np.ndarray:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worker.prng.output import output_dtype
+
 _ROWS = 32  # seeds per block in outputs(): in-place work on cache-sized blocks is ~2x whole-matrix temporaries
 Map = tuple[int, int]  # (multiplier, increment): x -> multiplier*x + increment
 
@@ -119,7 +121,7 @@ class AffineGenerator:
             raise ValueError(f"count must be >= 0, got {count}")
         base = self.advance(seeds, start)
         strides = np.broadcast_to(np.asarray(stride, dtype=np.int64), base.shape)
-        out = np.empty((len(base), count), dtype=np.uint64)
+        out = np.empty((len(base), count), dtype=output_dtype(mod))
         for d in np.unique(strides):
             a, c = self._powers(int(d), count)
             rows = np.flatnonzero(strides == d)
@@ -131,7 +133,7 @@ class AffineGenerator:
                 block >>= np.uint64(self.shift)
                 block %= np.uint64(mod)
                 out[at] = block
-        return out.view(np.int64)
+        return out
 
     def draws(self, seeds: np.ndarray, start: int, count: int, mod: int) -> np.ndarray:
         if start < 1 or count < 0:
