@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import dispatch, scoring, search, tree, trial_time
+from benchmarks import dispatch, objective, scoring, search, step1, tree, trial_time
 from benchmarks.report import PAGE, RESULTS, save
 
 GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -25,6 +25,12 @@ GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "tree": tree.run_tree,
     "search": search.run_search,
     "asktell": search.run_ask_tell,
+    "noise": objective.run_noise,
+    "chance": objective.run_chance,
+    "confirmed": objective.run_search_confirmed,
+    "signal": step1.run_signal,
+    "skips": step1.run_skip_cost,
+    "loader": step1.run_loader,
 }
 
 

@@ -15,6 +15,7 @@ import multiprocessing
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,10 @@ from scipy.stats import t as student
 
 from benchmarks.data import demo_folders
 from benchmarks.report import figure
-from coordinator.chance import best_of
+from coordinator.chance import ALPHA, best_of
 from coordinator.settings import CONFIRM_TOP, DEFAULT_EVALUATION, confirm_evaluation
 from coordinator.study import distributions, make_sampler
-from worker.bench import make_job
+from worker.bench import SAMPLE_SIZE, make_job
 from worker.contract import Evaluation
 from worker.params import random_params
 from worker.trial import run_trial
@@ -41,15 +42,16 @@ SEARCH_TRIALS, SEARCH_SEEDS = 100, (0, 1, 2, 3, 4)
 _cache: dict = {}  # per process: the data set parsed once, as in a warm slot
 
 
-def trial(data: Path, params: dict[str, Any], number: int, evaluation: Evaluation,
-          confirm: bool = False) -> dict[str, Any]:
-    """One trial (or a confirmation): its value, figures and seconds."""
+def trial(data: Path, params: dict[str, Any], number: int, evaluation: Evaluation, confirm: bool = False,
+          sample_size: int = SAMPLE_SIZE) -> dict[str, Any]:
+    """One trial (or a confirmation): its value, figures, rankings and seconds."""
     logging.getLogger("worker").setLevel(logging.ERROR)
     start = time.perf_counter()
-    job = make_job(data, params, trial_number=number, sample_size=450, evaluation=evaluation, confirm=confirm)
+    job = make_job(data, params, trial_number=number, sample_size=sample_size, evaluation=evaluation,
+                   confirm=confirm)
     outcome = run_trial(job, data, _cache)
     return {"number": number, "params": params, "value": outcome.accuracy, "seconds": time.perf_counter() - start,
-            "figures": outcome.diagnostics["figures"]}
+            "figures": outcome.diagnostics["figures"], "ranked": outcome.diagnostics["ranked"]}
 
 
 def study(data: Path, seed: int, trials: int, evaluation: Evaluation, in_loop: bool = True) -> list[dict[str, Any]]:
@@ -61,7 +63,7 @@ def study(data: Path, seed: int, trials: int, evaluation: Evaluation, in_loop: b
     asked = [] if in_loop else [opt.ask(space) for _ in range(trials)]
     for i in range(trials):
         t = opt.ask(space) if in_loop else asked[i]
-        done.append(trial(data, t.params, t.number, evaluation))
+        done.append({k: v for k, v in trial(data, t.params, t.number, evaluation).items() if k != "ranked"})
         if in_loop:
             opt.tell(t, done[-1]["value"])
     return done
@@ -79,11 +81,11 @@ def confirmed(data: Path, records: list[dict[str, Any]], evaluation: Evaluation)
 
 
 def _verdict(records: list[dict[str, Any]], objective: str) -> float:
-    return best_of([(r["number"], r["value"], r["figures"][objective]["null_mean"], r["figures"][objective]["null_sd"])
+    return best_of([(r["number"], *(r["figures"][objective][k] for k in ("value", "null_mean", "null_sd")))
                     for r in records], objective).p_value
 
 
-def _pool() -> ProcessPoolExecutor:
+def pool() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn"))
 
 
@@ -97,8 +99,8 @@ def run_noise(work: Path) -> dict[str, Any]:
     for name, evaluation in (("design", DEFAULT_EVALUATION), ("old", OLD)):
         jobs = [(demo, FIXED, n, evaluation) for n in range(10)]
         jobs += [(demo, random_params(np.random.default_rng(1000 + n)), 100 + n, evaluation) for n in range(30)]
-        with _pool() as pool:
-            done = list(pool.map(trial, *zip(*jobs, strict=True)))
+        with pool() as workers:
+            done = list(workers.map(trial, *zip(*jobs, strict=True)))
         fixed, drawn = [r["value"] for r in done[:10]], [r["value"] for r in done[10:]]
         out[name] = {"ratio": statistics.stdev(fixed) / statistics.stdev(drawn), "sd_fixed": statistics.stdev(fixed),
                      "sd_random": statistics.stdev(drawn), "seconds": [r["seconds"] for r in done]}
@@ -113,23 +115,36 @@ def run_noise(work: Path) -> dict[str, Any]:
 
 def run_chance(work: Path) -> dict[str, Any]:
     """`null_false_signal`: the share of NULL_STUDIES studies of NULL_TRIALS trials (TPE in the loop,
-    sampler seeds 0..) on the null variant whose verdict is "signal" (corrected p < coordinator.chance.ALPHA).
-    `demo_p`: the corrected p of a study of the same size on the demo itself; `demo_confirmed`: that
-    study's best confirmed on fresh samples (confirmed_vs_search_best = search best - confirmed)."""
+    sampler seeds 0..) on the null variant whose verdict is "signal" (corrected p < coordinator.chance.ALPHA),
+    for Spearman ρ and (`top_lift`) for the top-weighted figure every trial also records. `demo_p`: the
+    corrected p of a study of twice that size on the demo; `demo_confirmed`: that study's best confirmed
+    on fresh samples (confirmed_vs_search_best = search best - confirmed). `top_lift_study`: the same
+    study on the demo optimising the top-weighted figure (--objective top_lift), its corrected p for
+    either figure."""
     demo, null = demo_folders(work)
+    lift = replace(DEFAULT_EVALUATION, objective="top_lift")
     jobs = [(null, seed, NULL_TRIALS, DEFAULT_EVALUATION) for seed in range(NULL_STUDIES)]
-    jobs.append((demo, 0, NULL_TRIALS * 2, DEFAULT_EVALUATION))
-    with _pool() as pool:
-        studies = list(pool.map(study, *zip(*jobs, strict=True)))
-    objective = DEFAULT_EVALUATION.objective
-    p_null = [_verdict(s, objective) for s in studies[:-1]]
-    demo_study = studies[-1]
+    jobs += [(demo, 0, NULL_TRIALS * 2, DEFAULT_EVALUATION), (demo, 0, NULL_TRIALS * 2, lift)]
+    with pool() as workers:
+        studies = list(workers.map(study, *zip(*jobs, strict=True)))
+    nulls, demo_study, lift_study = studies[:NULL_STUDIES], studies[-2], studies[-1]
     check = confirmed(demo, demo_study, DEFAULT_EVALUATION)
+
+    def false_signal(objective: str) -> tuple[float, list[float]]:
+        p = [_verdict(s, objective) for s in nulls]
+        return float(np.mean([v < ALPHA for v in p])), p
+
+    rho_share, rho_p = false_signal("spearman_rho")
+    lift_share, lift_p = false_signal("top_lift")
     return {
-        "null_false_signal": figure([float(np.mean([p < 0.01 for p in p_null]))], "share",
-                                    null_p=figure(p_null, "p"), studies=NULL_STUDIES, trials=NULL_TRIALS,
-                                    demo_p=figure([_verdict(demo_study, objective)], "p"),
-                                    demo_trials=len(demo_study)),
+        "null_false_signal": figure([rho_share], "share", null_p=figure(rho_p, "p"), studies=NULL_STUDIES,
+                                    trials=NULL_TRIALS, top_lift=figure([lift_share], "share",
+                                                                        null_p=figure(lift_p, "p")),
+                                    demo_p=figure([_verdict(demo_study, "spearman_rho")], "p"),
+                                    demo_trials=len(demo_study),
+                                    top_lift_study={"p_top_lift": _verdict(lift_study, "top_lift"),
+                                                    "p_spearman_rho": _verdict(lift_study, "spearman_rho"),
+                                                    "best_top_lift": max(r["value"] for r in lift_study)}),
         "confirmed_vs_search_best": figure([check["search_best"] - check["confirmed"]], "rho",
                                            search_best=figure([check["search_best"]], "rho"),
                                            confirmed=figure([check["confirmed"]], "rho"),
@@ -145,9 +160,9 @@ def run_search_confirmed(work: Path) -> dict[str, Any]:
     demo, _ = demo_folders(work)
     jobs = [(demo, seed, SEARCH_TRIALS, DEFAULT_EVALUATION, in_loop) for seed in SEARCH_SEEDS
             for in_loop in (True, False)]
-    with _pool() as pool:
-        studies = list(pool.map(study, *zip(*jobs, strict=True)))
-        checks = list(pool.map(confirmed, [demo] * len(studies), studies, [DEFAULT_EVALUATION] * len(studies)))
+    with pool() as workers:
+        studies = list(workers.map(study, *zip(*jobs, strict=True)))
+        checks = list(workers.map(confirmed, [demo] * len(studies), studies, [DEFAULT_EVALUATION] * len(studies)))
     tpe, rnd = [c["confirmed"] for c in checks[0::2]], [c["confirmed"] for c in checks[1::2]]
     diff = [a - b for a, b in zip(tpe, rnd, strict=True)]
     half = student.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / math.sqrt(len(diff))

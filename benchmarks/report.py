@@ -65,6 +65,14 @@ TARGETS: dict[str, Target] = {
                                         "all 100 trials before telling any, so its TPE was random search (design "
                                         "notes §2)"),
     "ask_tell_ms_1000": Target("report", None, "not measured"),
+    "trial_seconds_design": Target("report", None, "`trial_seconds` above: one sample of 450 judged on itself"),
+    "objective_noise_ratio": Target("<= 0.33", lambda v: v <= 0.33, "about 0.9: one sample of 450 judged on itself "
+                                    "(`objective_noise_ratio.old_design` below, on the same demo)"),
+    "null_false_signal": Target("<= 0.05", lambda v: v <= 0.05, "no chance level: a null study's best was reported "
+                                "as a result"),
+    "confirmed_vs_search_best": Target("report", None, "not measured: the search's best was the result"),
+    "tpe_vs_random_confirmed": Target("report", None, "random search (the old design asked every trial first)"),
+    "loader_survivors_per_s": Target("report", None, "refused Step 1's folder (design notes §2)"),
 }
 
 

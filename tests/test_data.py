@@ -157,3 +157,16 @@ def test_trial_number_is_required_by_the_job_contract(root):
     with pytest.raises(ContractError) as err:
         parse_job(job, "jobs/bench/trial_0000.json")
     assert err.value.field == "params.optuna_trial_number" and "missing" in err.value.problem
+
+
+def test_repeated_survivors_are_dropped_only_when_their_alignment_repeats_too(tmp_path):
+    from worker.survivors import read_survivors
+
+    seeds = np.array([5, 6, 5, 7, 5, 6], dtype=np.uint32)
+    offset = np.array([0, 0, 0, 0, 3, 0], dtype=np.int32)  # the third and the last repeat a row; the fifth does not
+    zeros = np.zeros(len(seeds), dtype=np.int32)
+    np.savez(tmp_path / "s.npz", seeds=seeds, offset=offset, skip_min=zeros, skip_max=zeros + 2,
+             skip_mode=zeros.astype(np.uint8), window_size=zeros + 8, prng_type=zeros.astype(np.uint8))
+    pool = read_survivors(tmp_path / "s.npz")
+    assert pool.seeds.tolist() == [5, 6, 7, 5] and pool.offset.tolist() == [0, 0, 0, 3]  # first-seen order
+    assert pool.duplicates == 2

@@ -190,10 +190,16 @@ def _aligned(path: Path, seeds: np.ndarray, kinds: list[tuple[str | None, bool]]
 
 
 def _without_repeats(pool: Survivors) -> Survivors:
-    """The pool with each (seed, family, alignment) once, in first-seen order."""
-    table = np.stack([pool.seeds.view(np.int64), pool.family, pool.reverse, pool.offset, pool.skip_min,
-                      pool.skip_max, pool.hybrid, pool.window], axis=1)
-    _, first = np.unique(table, axis=0, return_index=True)
-    if len(first) == len(pool):
+    """The pool with each (seed, family, alignment) once, in first-seen order. Only rows whose seed
+    repeats are compared whole (sorting whole rows of a 1.4M pool takes seconds; its seeds, a tenth)."""
+    seeds, counts = np.unique(pool.seeds, return_counts=True)
+    if len(seeds) == len(pool):
         return pool
-    return replace(pool.take(np.sort(first)), duplicates=len(pool) - len(first))
+    shared = np.flatnonzero(np.isin(pool.seeds, seeds[counts > 1]))
+    table = np.stack([pool.seeds.view(np.int64), pool.family, pool.reverse, pool.offset, pool.skip_min,
+                      pool.skip_max, pool.hybrid, pool.window], axis=1)[shared]
+    _, first = np.unique(table, axis=0, return_index=True)
+    if len(first) == len(shared):
+        return pool
+    keep = np.sort(np.concatenate([np.setdiff1d(np.arange(len(pool)), shared, assume_unique=True), shared[first]]))
+    return replace(pool.take(keep), duplicates=len(pool) - len(keep))
