@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import dispatch, objective, scoring, search, step1, trial_time
+from benchmarks import dispatch, objective, scoring, search, step1, tree, trial_time
 from benchmarks.report import PAGE, RESULTS, save
 
 GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -22,6 +22,7 @@ GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "scoring": scoring.run,
     "dispatch": dispatch.run_dispatch,
     "makespan": dispatch.run_makespan,
+    "tree": tree.run_tree,
     "search": search.run_search,
     "asktell": search.run_ask_tell,
     "noise": objective.run_noise,

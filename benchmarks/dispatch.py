@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -158,33 +159,50 @@ def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, An
             "dispatch_ratio": figure(ratios, "x", old_design_s=figure(old, "s"))}
 
 
-def run_makespan(work: Path, repeats: int = 3, trials: int = 100, trial_s: float = 2.0) -> dict[str, Any]:
-    """`trials` trials of `trial_s` seconds on 26 warm slots (2 on the head, 3 loopback SSH rigs x 8);
-    efficiency = ideal / actual, ideal = ceil(trials / slots) * trial_s, actual = Scheduler.run()'s
-    wall time. Slots are started first (their warm-up, once per study, is reported apart). Two sources
-    alternate: fixed jobs with no optimiser (as the old coordinator's measured jobs), and the real
-    Step 2 source asking and telling a fresh study per run. Where the time goes, per trial:
-    `overhead_ms` from start to result told beyond `trial_s` (job push, the child's start and exit,
-    fetch, archive, tell, with 26 slots sharing the machine), `idle_ms` from a slot's result told to
-    its next start (the ask, and waiting for the other slots' asks: Optuna's asks are sequential).
-    Here the head, 26 workers, their children and 3 sshd share this machine's 2 cores; on the cluster
-    each rig runs its trials' processes on its own CPUs."""
+Sources = dict[str, Callable[[Loopback, int, int], FixedJobs | Step2Source]]  # figure -> (lb, repeat, trials) -> source
+
+
+def fixed_jobs(lb: Loopback, repeat: int, trials: int) -> FixedJobs:
+    return FixedJobs(replace(lb.settings, run_id=new_run_id()), trials)
+
+
+def study_trials(lb: Loopback, repeat: int, trials: int) -> Step2Source:
+    return study_source(lb, new_study(lb, f"makespan{repeat}"), trials)
+
+
+def _makespan(work: Path, repeats: int, trials: int, trial_s: float, sources: Sources) -> tuple[dict[str, Any], float]:
+    """Each source's makespan figure on one set of 26 warm slots, and the seconds those took to warm up."""
     with Loopback(work) as lb:
         transports = [lb.head(2, trial_s), *(lb.ssh_rig(f"rig{i}", 8, trial_s) for i in (1, 2, 3))]
         start = time.monotonic()
         slots = lb.warm_slots(transports)
         warmup = time.monotonic() - start
         ideal = math.ceil(trials / len(slots)) * trial_s
-        runs: dict[str, list[tuple[float, Timeline]]] = {"makespan_efficiency": [], "makespan_efficiency_study": []}
+        runs: dict[str, list[tuple[float, Timeline]]] = {key: [] for key in sources}
         for repeat in range(repeats):
-            runs["makespan_efficiency"].append(
-                schedule(lb, slots, FixedJobs(replace(lb.settings, run_id=new_run_id()), trials)))
-            runs["makespan_efficiency_study"].append(
-                schedule(lb, slots, study_source(lb, new_study(lb, f"makespan{repeat}"), trials)))
+            for key, source in sources.items():
+                runs[key].append(schedule(lb, slots, source(lb, repeat, trials)))
     shape = {"slots": len(slots), "trials": trials, "trial_s": trial_s, "ideal_s": ideal}
-    figures = {key: figure([ideal / seconds for seconds, _ in done], "ideal/actual", **shape,
-                           actual_s=figure([seconds for seconds, _ in done], "s"),
-                           overhead_ms=figure([(b - trial_s) * 1000 for _, t in done for b in t.busy()], "ms"),
-                           idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"))
-               for key, done in runs.items()}
-    return {**figures, "slot_warmup_s": figure([warmup], "s", slots=len(slots))}
+    return {key: figure([ideal / seconds for seconds, _ in done], "ideal/actual", **shape,
+                        actual_s=figure([seconds for seconds, _ in done], "s"),
+                        overhead_ms=figure([(b - trial_s) * 1000 for _, t in done for b in t.busy()], "ms"),
+                        idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"))
+            for key, done in runs.items()}, warmup
+
+
+def run_makespan(work: Path, repeats: int = 3) -> dict[str, Any]:
+    """Trials of a fixed length on 26 warm slots (2 on the head, 3 loopback SSH rigs x 8); efficiency =
+    ideal / actual, ideal = ceil(trials / slots) * trial_s, actual = Scheduler.run()'s wall time. Slots
+    are started first (their warm-up, once per study, is reported apart). At trial_s 2.0 (100 trials) two
+    sources alternate: fixed jobs with no optimiser (as the old coordinator's measured jobs), and the real
+    Step 2 source asking and telling a fresh study per run. At 0.25 s, about today's trial on a CPU
+    (200 trials, fixed jobs: `makespan_efficiency_250ms`), on a fresh set of slots. Where the time goes,
+    per trial: `overhead_ms` from start to result told beyond `trial_s` (job push, the child's start and
+    exit, fetch, archive, tell, with 26 slots sharing the machine), `idle_ms` from a slot's result told to
+    its next start (the ask, and waiting for the other slots' asks: Optuna's asks are sequential).
+    Here the head, 26 slot servers, 4 rig servers, their children and 3 sshd share this machine's 2 cores;
+    on the cluster each rig runs its trials' processes on its own CPUs."""
+    figures, warmup = _makespan(work / "2s", repeats, 100, 2.0, {"makespan_efficiency": fixed_jobs,
+                                                                 "makespan_efficiency_study": study_trials})
+    short, _ = _makespan(work / "250ms", repeats, 200, 0.25, {"makespan_efficiency_250ms": fixed_jobs})
+    return {**figures, **short, "slot_warmup_s": figure([warmup], "s", slots=figures["makespan_efficiency"]["slots"])}

@@ -16,15 +16,18 @@ from pathlib import Path
 from worker import __main__ as cli
 from worker import trial
 from worker.contract import Job
+from worker.estimate import Figure
+from worker.objective import OBJECTIVES
 
 TRIAL_S_ENV = "BENCH_TRIAL_S"
 
 
 def fixed_trial(job: Job, root: Path, cache: dict | None = None) -> trial.TrialOutcome:
-    """A trial that only takes time: BENCH_TRIAL_S seconds, then a valid accuracy."""
+    """A trial that only takes time: BENCH_TRIAL_S seconds, then a valid accuracy (every figure's value)."""
     time.sleep(float(os.environ.get(TRIAL_S_ENV, "0")))
     accuracy = (job.trial_number * 0.618034) % 1.0  # spread over [0, 1) so the study sees distinct values
-    return trial.TrialOutcome(accuracy, [], {}, "cpu", {"fake": True})
+    figure = Figure(accuracy, None, [accuracy], [], None, None, None, None, []).to_dict()
+    return trial.TrialOutcome(accuracy, [], {}, "cpu", {"fake": True, "figures": dict.fromkeys(OBJECTIVES, figure)})
 
 
 if __name__ == "__main__":

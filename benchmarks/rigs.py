@@ -3,15 +3,15 @@
 Each rig is a real OpenSSH server on its own 127.0.0.x (tests/sshd.py: throwaway keys, known_hosts);
 the head is a local rig. The worker package and a tiny data set are deployed to every rig with
 coordinator.deploy, and every rig's python is a wrapper that runs benchmarks.fake_worker for
-`-m worker ...`, so trials take a fixed time. Warm slots stay up across scheduler runs; everything,
-sshd servers included, is stopped when the `Loopback` context exits, on error too.
+`-m worker ...`, so trials take a fixed time. Each rig's slots are forked from one rig server, as on a
+real rig. Warm slots stay up across scheduler runs; everything, sshd servers included, is stopped when
+the `Loopback` context exits, on error too.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +22,7 @@ from benchmarks.fake_worker import TRIAL_S_ENV
 from coordinator.dataset import load_data_dir
 from coordinator.deploy import deploy, worker_bundle
 from coordinator.inventory import Rig
+from coordinator.rig_server import RigServer
 from coordinator.scheduler import Outcome, Task
 from coordinator.settings import RunSettings, new_run_id
 from coordinator.slots import WarmSlot
@@ -34,7 +35,6 @@ from worker.contract import Evaluation, Job
 from worker.demo import write_uniform
 
 REPO = Path(__file__).resolve().parent.parent
-START_AT_ONCE = 4  # workers importing torch at the same time: 26 at once on 2 cores would risk the ready timeout
 
 _WRAPPER = """#!/bin/sh
 # A benchmark rig's python: `-m worker ...` runs benchmarks.fake_worker (a fixed-duration trial).
@@ -119,15 +119,27 @@ class Loopback:
         deploy(transport, self.files)
         return transport
 
-    def warm_slots(self, transports: list[Transport]) -> list[KeepWarm]:
-        """One started warm slot per (rig, slot index), a few starting at a time."""
-        slots = [KeepWarm(WarmSlot(t, i, self._builder(t.rig), self.settings.code_hash))
-                 for t in transports for i in range(t.rig.slots)]
+    def rig_server(self, transport: Transport) -> RigServer:
+        """A rig server for the benchmark's data, killed with its tree when the Loopback exits."""
+        server = RigServer(transport, self.settings.code_hash, self.settings.data)
+        self.stack.callback(server.close)
+        return server
+
+    def slots(self, server: RigServer, count: int) -> list[KeepWarm]:
+        """Warm slots 0..count-1 of a rig (not started), building their jobs with `source.build`."""
+        rig = server.rig
+        slots = [KeepWarm(WarmSlot(server, i, lambda task: self.source.build(task, rig))) for i in range(count)]
         for slot in slots:
             self.stack.callback(slot.slot.close)
-        with ThreadPoolExecutor(START_AT_ONCE) as pool:
-            list(pool.map(lambda s: s.start(), slots))
         return slots
 
-    def _builder(self, rig: Rig) -> Callable[[Task], Job]:
-        return lambda task: self.source.build(task, rig)
+    def warm_slots(self, transports: list[Transport]) -> list[KeepWarm]:
+        """One started warm slot per (rig, slot index), all starting at once, as the scheduler starts them."""
+        slots = [slot for t in transports for slot in self.slots(self.rig_server(t), t.rig.slots)]
+        start_all(slots)
+        return slots
+
+
+def start_all(slots: list[KeepWarm]) -> None:
+    with ThreadPoolExecutor(len(slots)) as pool:
+        list(pool.map(lambda s: s.start(), slots))

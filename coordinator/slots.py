@@ -1,10 +1,12 @@
-"""A warm slot: one (rig, GPU) with a long-lived `python -m worker serve` behind it.
+"""A warm slot: one (rig, GPU) with a long-lived slot server behind it, forked from the rig's server
+(coordinator.rig_server).
 
-Per attempt: push the job file, send one request line, wait for one "done" line, validate the result
-(its text sent in that line, or fetched) as the job's kind says. Everything that can go wrong comes
-back as an Outcome with a one-word reason; a worker that died or hung is killed (its whole process
-group) and restarted lazily before the next attempt. The slot knows no kind of job: the Source builds
-each one, and the job says where its result is and what a valid one holds.
+Per attempt: send one request carrying the job file, wait for one "done", validate the result (its text
+sent in that line, or fetched) as the job's kind says. Everything that can go wrong comes back as an
+Outcome with a one-word reason; a slot server that died or hung is killed (its whole process group) and
+a new one is forked lazily before the next attempt (the rig's server, and with it its imports, only
+when it died too). The slot knows no kind of job: the Source builds each one, and the job says where
+its result is and what a valid one holds.
 """
 
 from __future__ import annotations
@@ -14,24 +16,14 @@ import threading
 from collections.abc import Callable
 
 from coordinator.outcome import Outcome, Reason
+from coordinator.rig_server import READY_TIMEOUT_S, RigServer, ServerError, SlotProcess
 from coordinator.scheduler import Task
-from coordinator.transport import Process, Transport, TransportError
+from coordinator.transport import Transport, TransportError
 from worker import contract, protocol
 from worker.contract import Job
 from worker.protocol import Done, Ready, RunRequest
 
-READY_TIMEOUT_S = 180.0  # a cold torch import on a busy rig
 FETCH_GRACE_S = 30.0  # beyond the job's own limit, for the server's answer to arrive
-
-
-class SlotError(RuntimeError):
-    pass
-
-
-def serve_command(transport: Transport, index: int) -> tuple[list[str], dict[str, str]]:
-    rig = transport.rig
-    return ([rig.python, "-m", "worker", "serve", "--root", "."],
-            {**rig.slot_env(index), "PYTHONPATH": protocol.CODE_DIR})
 
 
 class ResultError(ValueError):
@@ -55,39 +47,31 @@ def fetch_result(transport: Transport, job: Job, sent: str | None = None) -> dic
 
 
 class WarmSlot:
-    def __init__(self, transport: Transport, index: int, build: Callable[[Task], Job], code_hash: str):
-        self.transport, self.rig, self.index = transport, transport.rig, index
-        self.build, self.code_hash = build, code_hash
-        self.proc: Process | None = None
+    def __init__(self, server: RigServer, index: int, build: Callable[[Task], Job]):
+        self.server, self.transport, self.rig, self.index = server, server.transport, server.rig, index
+        self.build = build
+        self.proc: SlotProcess | None = None
         self.lock = threading.Lock()
         self.cancelled = False
 
     def start(self) -> None:
-        argv, env = serve_command(self.transport, self.index)
-        proc = self.transport.start(argv, env)
+        proc = self.server.open(self.index)
         try:
             ready = self._read_event(proc, READY_TIMEOUT_S)
-        except (SlotError, TransportError):
+        except (ServerError, TransportError):
             proc.kill()
             raise
         if not isinstance(ready, Ready):
             proc.kill()
-            raise SlotError(f"worker did not start: {ready}")
-        if ready.code_hash != self.code_hash:
-            proc.kill()
-            raise SlotError(f"stale worker code on the rig: {ready.code_hash[:12]} is not the head's"
-                            f" {self.code_hash[:12]}")
+            raise ServerError(f"slot server did not start: {ready}")
         with self.lock:
             self.proc, self.cancelled = proc, False
 
-    def _read_event(self, proc: Process, timeout: float) -> protocol.Event:
-        line = proc.read_line(timeout)
-        if line is None:
-            raise SlotError(f"no answer from the worker within {timeout:.0f} s")
-        try:
-            return protocol.decode_event(line)
-        except ValueError as exc:
-            raise SlotError(f"unreadable answer from the worker: {line[:200]!r}") from exc
+    def _read_event(self, proc: SlotProcess, timeout: float) -> protocol.Event:
+        event = proc.read(timeout)
+        if event is None:
+            raise ServerError(f"no answer from the worker within {timeout:.0f} s")
+        return event
 
     def execute(self, task: Task) -> Outcome:
         if self.proc is not None and self.proc.wait(0) is not None:
@@ -95,20 +79,19 @@ class WarmSlot:
         if self.proc is None:
             try:
                 self.start()
-            except (SlotError, TransportError) as exc:
+            except (ServerError, TransportError) as exc:
                 return Outcome(False, reason=Reason.LOST,
                                detail=f"worker restart failed: {getattr(exc, 'detail', exc)}")
         job = self.build(task)
         proc = self.proc
         assert proc is not None
         try:
-            self.transport.put_bytes(json.dumps(job.to_dict(), indent=1).encode(), job.path)
-            proc.send_line(protocol.encode_request(RunRequest(job.path, job.timeout_s, job.log_path)))
+            proc.send(RunRequest(job.path, job.timeout_s, job.log_path, json.dumps(job.to_dict(), indent=1)))
             done = self._read_event(proc, job.timeout_s + FETCH_GRACE_S)
-        except (SlotError, TransportError) as exc:
+        except (ServerError, TransportError) as exc:
             self._drop(proc)
             reason = Reason.CANCELLED if self.cancelled else (
-                Reason.TIMEOUT if isinstance(exc, SlotError) else getattr(exc, "reason", Reason.LOST))
+                Reason.TIMEOUT if isinstance(exc, ServerError) else getattr(exc, "reason", Reason.LOST))
             return Outcome(False, reason=reason, detail=str(getattr(exc, "detail", exc)))  # the reason once
         if not isinstance(done, Done):
             detail = done.error if isinstance(done, protocol.BadRequest) else str(done)
@@ -139,7 +122,7 @@ class WarmSlot:
                            record=record)
         return Outcome(True, value=job.payload.value(record), record=record, chance=job.payload.chance(record))
 
-    def _drop(self, proc: Process) -> None:
+    def _drop(self, proc: SlotProcess) -> None:
         proc.kill()
         with self.lock:
             if self.proc is proc:

@@ -23,6 +23,7 @@ from coordinator.inventory import Rig
 from coordinator.options import Plan, Step2Options, plan_run
 from coordinator.outcome import Outcome
 from coordinator.resume import reattach
+from coordinator.rig_server import RigServer
 from coordinator.rigs import OpenRigs, open_rigs
 from coordinator.scheduler import Phases, Scheduler, Summary, Task
 from coordinator.settings import RunSettings, TrialSpec
@@ -137,7 +138,7 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout,
         confirm = ConfirmSource(study, plan.settings, archive, plan.confirm_top, plan.confirm, opened.transports,
                                 watcher, out)
         summary = _schedule(Phases(search, confirm), search.left + len(pending), plan.rigs, opened, watcher, opts,
-                            code, stop_requested)
+                            plan.settings, stop_requested)
     finally:
         opened.close()
     finished = _finished(study)
@@ -173,11 +174,17 @@ def _trials_left(study: Study, target: int, pending: list[Task[TrialSpec]]) -> i
 
 
 def _schedule(source: Phases, planned: int, rigs: list[Rig], opened: OpenRigs, watcher: Watcher,
-              opts: Step2Options, code: str, stop_requested: Callable[[], str | None]) -> Summary:
-    """One warm slot per (rig, slot) of the rigs that opened, under the scheduler's policy; each phase's
-    source builds its own jobs."""
+              opts: Step2Options, settings: RunSettings, stop_requested: Callable[[], str | None]) -> Summary:
+    """One warm slot per (rig, slot) of the rigs that opened, forked from one server per rig (which parses
+    the run's data once), under the scheduler's policy; each phase's source builds its own jobs."""
     watcher.notify(Event(EventKind.PLANNED, value=planned))
-    slots = [WarmSlot(opened.transports[rig.name], i, lambda task, r=rig: source.source.build(task, r), code)
-             for rig in rigs if rig.name in opened.transports for i in range(rig.slots)]
-    return Scheduler(source, slots, watcher, max_attempts=opts.max_attempts, quarantine_after=opts.quarantine_after,
-                     stop_requested=stop_requested).run()
+    servers = {name: RigServer(transport, settings.code_hash, settings.data)
+               for name, transport in opened.transports.items()}
+    slots = [WarmSlot(servers[rig.name], i, lambda task, r=rig: source.source.build(task, r))
+             for rig in rigs if rig.name in servers for i in range(rig.slots)]
+    try:
+        return Scheduler(source, slots, watcher, max_attempts=opts.max_attempts,
+                         quarantine_after=opts.quarantine_after, stop_requested=stop_requested).run()
+    finally:
+        for server in servers.values():
+            server.close()

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("job", help="job file, relative to --root")
     run.add_argument("--root", type=Path, default=Path("."), help="work directory (default: .)")
 
-    serve = sub.add_parser("serve", help="warm slot: run jobs named on stdin, one at a time")
+    serve = sub.add_parser("serve", help="the rig's warm server: forks a slot server per slot, each running the jobs"
+                           " named on stdin, one at a time")
     serve.add_argument("--root", type=Path, default=Path("."), help="work directory (default: .)")
 
     demo = sub.add_parser("demo", help="write sieve-made demo data in Step 1's output format, with its truth")
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         _, status = execute(args.job, args.root.resolve(), contract.code_hash())
         return status
     if args.command == "serve":
-        from worker.serve import serve
+        from worker.rig_server import serve_rig
 
-        return serve(args.root)
+        return serve_rig(args.root)
     if args.command == "demo":
         from worker.demo import demo_command
 

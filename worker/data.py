@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.contract import ContractError, TrialPayload, resolve_inside
+from worker.contract import ContractError, DataRef, TrialPayload, resolve_inside
 from worker.files import sha256_file
 from worker.survivors import Survivors, read_survivors
 
@@ -124,3 +124,10 @@ def load_files(trial: TrialPayload, paths: dict[str, Path], cache: dict | None =
                             f"{len(train)} train draws leave nothing to fit features on: the newest "
                             f"{len(holdout)} (as many as the holdout) are the fit's target")
     return Dataset(pool, train, holdout, paths)
+
+
+def preload(refs: dict[str, DataRef], root: Path, cache: dict) -> None:
+    """Parse these files (role -> ref) into a warm server's `cache` ahead of any trial, so the processes it
+    forks share them. Every trial still checks its own files against its job (load_dataset)."""
+    for role, ref in refs.items():
+        _load(role, resolve_inside(root, ref.path), ref.sha256, cache)

@@ -1,9 +1,10 @@
-"""A warm slot: one long-lived worker per (rig, GPU) that runs trials on request.
+"""A slot server: one long-lived process per (rig, GPU) that runs trials on request.
 
-Starting python and importing torch and scipy costs seconds, more than a trial. The server pays it
-once, keeps parsed data across trials, and runs each trial in a forked child so a crash, leak or
-hang in one trial cannot poison the next. The parent never touches the GPU (a forked child could
-not use it then); the child does.
+Starting python and importing torch and scipy costs seconds, more than a trial. The rig's server
+(worker.rig_server) pays it once and forks one slot server per GPU from itself; a slot server keeps
+parsed data across trials and runs each trial in a forked child so a crash, leak or hang in one trial
+cannot poison the next. The slot server never touches the GPU (a forked child could not use it then);
+the child does.
 
 Forking a process that holds torch, and tearing the child down again, costs milliseconds even in
 huge pages (worker.hugepages). Neither waits on the trial's path: the next trial's child is forked
@@ -12,15 +13,18 @@ reports its exit status on a pipe once its result file is written, so "done" goe
 kernel is still freeing its memory. The next trial starts only after that child is gone: one trial's
 process at a time per slot.
 
+A fork that fails (a process limit, no memory) fails the one request that needed it, with why; a spare
+that cannot be forked ahead is forked again when a job needs it.
+
 Protocol (worker/protocol.py): run requests and pings on stdin; on stdout "ready" once, then "done"
-per request, "pong" per ping, "error" for a line it cannot read. EOF on stdin (the coordinator went
-away) kills the running trial and ends the server.
+per request, "pong" per ping, "error" for a line it cannot read (the rig's server adds the slot's
+address to each line). EOF on stdin (the coordinator or the rig's server went away) kills the running
+trial and ends the server.
 """
 
 from __future__ import annotations
 
 import ctypes
-import gc
 import logging
 import os
 import selectors
@@ -32,8 +36,9 @@ from pathlib import Path
 
 from worker import VERSION, contract, hugepages, protocol
 from worker.contract import Job
-from worker.protocol import BadRequest, Done, Ping, Ready, RunRequest
-from worker.run import EXIT_FAILED, execute
+from worker.files import write_atomic
+from worker.protocol import EXIT_FAILED, BadRequest, Done, Ping, Ready, RunRequest
+from worker.run import execute
 
 _PR_SET_PDEATHSIG = 1
 _LAST_WORDS = 1000  # bytes: with the exit status, one pipe write, atomic and never blocking
@@ -42,27 +47,29 @@ _INLINE_RESULT_BYTES = 1 << 20
 EXIT_GRACE_S = 30.0  # for a finished child to exit (free its memory and GPU) before it is killed
 
 
-class _Lines:
+class Lines:
     """Lines from a raw fd without threads (forking beside threads is unsafe)."""
 
     def __init__(self, fd: int):
         self.fd, self.buffer, self.eof = fd, b"", False
         os.set_blocking(fd, False)
 
-    def feed(self) -> None:
+    def feed(self) -> bool:
+        """Read what is there; False when nothing was (would block, or EOF)."""
         try:
             chunk = os.read(self.fd, 65536)
         except BlockingIOError:
-            return
+            return False
         self.buffer += chunk
         self.eof = self.eof or not chunk
+        return bool(chunk)
 
-    def pop(self) -> str | None:
+    def pop(self) -> bytes | None:
         line, sep, rest = self.buffer.partition(b"\n")
         if not sep:
             return None
         self.buffer = rest
-        return line.decode(errors="replace")
+        return line
 
 
 def _emit(event: protocol.Event) -> None:
@@ -70,8 +77,9 @@ def _emit(event: protocol.Event) -> None:
     sys.stdout.flush()
 
 
-def _die_with_parent() -> None:
-    """The child gets SIGKILL if the server dies, so a killed slot never leaves a trial holding a GPU."""
+def die_with_parent() -> None:
+    """This process gets SIGKILL if its parent dies: a killed rig or slot server never leaves a slot server
+    or a trial holding a GPU."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
@@ -97,7 +105,7 @@ def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> No
     may be unwritable."""
     status, words = EXIT_FAILED, b""
     try:
-        _die_with_parent()
+        die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         request = _read_request(jobs)
         if request is None:
@@ -106,9 +114,7 @@ def _child(jobs: int, report: int, root: Path, own_hash: str, cache: dict) -> No
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        os.dup2(fd, 2)  # the server's logging handler writes to fd 2: now the log
         _, status = execute(request.job, root, own_hash, cache)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape a forked child
         words = repr(exc).encode()[:_LAST_WORDS]
@@ -129,7 +135,12 @@ class _Child:
     def __init__(self, root: Path, own_hash: str, cache: dict, inherited: list[int]):
         jobs, self.jobs = os.pipe()
         self.report, report = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            for fd in (jobs, self.jobs, self.report, report):
+                os.close(fd)
+            raise
         if self.pid == 0:
             for fd in (self.jobs, self.report, *inherited):  # other children's pipes: theirs alone
                 os.close(fd)
@@ -188,17 +199,22 @@ class _Child:
 class _Server:
     """The serve loop's state: the data cache its children inherit, the spare, the last trial's child."""
 
-    def __init__(self, root: Path, own_hash: str, lines: _Lines):
-        self.root, self.own_hash, self.lines = root, own_hash, lines
-        self.cache: dict = {}
+    def __init__(self, root: Path, own_hash: str, lines: Lines, cache: dict):
+        self.root, self.own_hash, self.lines, self.cache = root, own_hash, lines, cache
+        self.warm: dict | None = None  # the data refs last parsed into the cache
         self.spare: _Child | None = None
         self.running: _Child | None = None
         self.finished: _Child | None = None  # the last trial's child, reported but maybe still exiting
 
-    def fork_spare(self) -> None:
+    def fork_spare(self) -> OSError | None:
+        """Fork the next trial's child unless it is there; the error when the fork failed."""
         if self.spare is None:
             inherited = [fd for child in (self.running, self.finished) if child is not None for fd in child.fds()]
-            self.spare = _Child(self.root, self.own_hash, self.cache, inherited)
+            try:
+                self.spare = _Child(self.root, self.own_hash, self.cache, inherited)
+            except OSError as exc:
+                return exc
+        return None
 
     def idle(self) -> None:
         """Wait for input on stdin; meanwhile fork the spare, and reap the last trial's child, and the
@@ -236,8 +252,16 @@ class _Server:
             self.finished.reap(EXIT_GRACE_S)
             self.finished = None
         started = time.monotonic()
-        child = self.running = self._give(request)
-        job = _preload(job_file, self.root, self.cache)  # for the spares forked from now on
+        try:
+            if request.text is not None:  # the job came in the request: its file is written here
+                write_atomic(contract.resolve_inside(self.root, job_file), request.text.encode(), durable=False)
+        except (OSError, contract.ContractError) as exc:
+            return _refused(job_file, started, f"cannot write the job file {job_file}: {exc}")
+        try:
+            child = self.running = self._give(request)
+        except OSError as exc:
+            return _refused(job_file, started, f"cannot fork the trial's process: {exc}")
+        job = self._preload(job_file)  # for the spares forked from now on
         report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
         self.running = None
         if self.lines.eof:
@@ -256,20 +280,39 @@ class _Server:
                    error=words or None, result=result))
         return True
 
-    def _give(self, request: RunRequest) -> _Child:
-        """The spare, given the job; a fresh child if the spare died while it waited."""
-        self.fork_spare()
-        child, self.spare = self.spare, None
-        assert child is not None
+    def _preload(self, job_file: str) -> Job | None:
+        """The job, if it is valid, with its data parsed into the cache unless the last job's was the same
+        data, so every later child inherits it. Errors are left for the child, which reports them in the
+        result file and checks its data against its job whatever it inherited."""
+        from worker.data import load_dataset
+
         try:
-            child.give(request)
-        except BrokenPipeError:
-            child.reap(0)
-            self.fork_spare()
+            job = contract.load_job(contract.resolve_inside(self.root, job_file))
+        except contract.ContractError:
+            return None
+        if job.payload.data != self.warm:
+            try:
+                load_dataset(job.payload, self.root, self.cache)
+                self.warm = job.payload.data
+            except Exception:  # noqa: BLE001 - the child reports the same error properly
+                pass
+        return job
+
+    def _give(self, request: RunRequest) -> _Child:
+        """The spare, given the job; a fresh child if the spare died while it waited. OSError when no child
+        could be forked."""
+        for _ in range(2):
+            error = self.fork_spare()
+            if error is not None:
+                raise error
             child, self.spare = self.spare, None
             assert child is not None
-            child.give(request)
-        return child
+            try:
+                child.give(request)
+                return child
+            except BrokenPipeError:
+                child.reap(0)
+        raise OSError(f"the trial's process {child.pid} died before it could take the job")
 
     def _wait(self, child: _Child, deadline: float, spare_at: float) -> tuple[tuple[int, str] | None, bool]:
         """Until the child reports or exits, stdin closes or the deadline passes: (report, timed out).
@@ -296,20 +339,15 @@ class _Server:
                     if self.lines.eof:
                         return None, False
                 if self.spare is None and time.monotonic() >= spare_at:
-                    self.fork_spare()
+                    if self.fork_spare() is not None:
+                        spare_at = deadline  # no spare this trial: the next job forks its child itself
 
 
-def _preload(job_file: str, root: Path, cache: dict) -> Job | None:
-    """Parse the job's data into the server's cache so every later child inherits it; the job, if it
-    is valid. Errors are left for the child, which reports them in the result file."""
-    from worker.data import load_dataset
-
-    try:
-        job = contract.load_job(contract.resolve_inside(root, job_file))
-        load_dataset(job.payload, root, cache)
-        return job
-    except Exception:  # noqa: BLE001 - the child reports the same error properly
-        return None
+def _refused(job_file: str, started: float, why: str) -> bool:
+    """The answer to a request no trial could start for."""
+    _emit(Done(job=job_file, exit=EXIT_FAILED, timed_out=False, seconds=round(time.monotonic() - started, 4),
+               error=why))
+    return True
 
 
 def _result_text(root: Path, job: Job) -> str | None:
@@ -330,29 +368,25 @@ def _result_text(root: Path, job: Job) -> str | None:
         os.close(fd)
 
 
-def serve(root: Path) -> int:
-    """Serve trials until stdin closes."""
-    import scipy.stats  # noqa: F401 - the objective imports it at its first use (~1 s): once, not per trial
-    import torch._dynamo  # noqa: F401 - torch.optim imports it at the first optimizer (~2 s): once, not per trial
-
-    import worker.trial  # noqa: F401 - the warm-up: numpy and torch imported once
-
-    gc.collect()
-    gc.freeze()  # children's collections leave the imports' objects alone: no copy-on-write of their pages
-    huge = hugepages.collapse()
-    root = root.resolve()
-    lines = _Lines(sys.stdin.fileno())
-    server = _Server(root, contract.code_hash(), lines)
-    _emit(Ready(pid=os.getpid(), pgid=os.getpgid(0), code_hash=server.own_hash, version=VERSION,
-                python=sys.version.split()[0], root=str(root), huge_pages_mib=huge))
+def serve_slot(root: Path, own_hash: str, cache: dict) -> int:
+    """Serve trials on stdin and stdout until stdin closes. Runs in a slot server forked from the rig's
+    server, whose imports (and preloaded data, `cache`) it shares."""
+    logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,  # once, for every trial's log
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lines = Lines(sys.stdin.fileno())
+    server = _Server(root, own_hash, lines, cache)
+    _emit(Ready(pid=os.getpid(), pgid=os.getpgid(0), code_hash=own_hash, version=VERSION,
+                python=sys.version.split()[0], root=str(root), huge_pages_mib=hugepages.huge_mib(),
+                data_files=len(cache)))
     try:
         while True:
-            line = lines.pop()
-            if line is None:
+            raw = lines.pop()
+            if raw is None:
                 if lines.eof:
                     return 0
                 server.idle()
                 continue
+            line = raw.decode(errors="replace")
             try:
                 request = protocol.decode_request(line)
                 if isinstance(request, Ping):

@@ -58,6 +58,10 @@ class Transport(Protocol):
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> Process:
         """Start argv in the rig's workdir, in a new process group, with piped stdin/stdout."""
 
+    def kill_groups(self, *pgids: int) -> None:
+        """SIGKILL these process groups on the rig (processes started by start() lead their own, and may
+        make more); never raises."""
+
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write a file under the workdir atomically (temp + rename), creating parent folders."""
 

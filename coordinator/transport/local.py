@@ -99,6 +99,10 @@ class LocalTransport:
         except OSError as exc:
             raise TransportError(self.rig.name, Reason.LOST, f"cannot start {argv[0]}: {exc.strerror}") from exc
 
+    def kill_groups(self, *pgids: int) -> None:
+        for pgid in pgids:
+            _killpg(pgid)
+
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         target = self.workdir / relpath(path)
         try:

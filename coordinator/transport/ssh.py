@@ -102,7 +102,7 @@ class SshProcess(StreamProcess):
         # Once only: after the group is gone its id may be reused by an unrelated process group.
         if not self._killed:
             self._killed = True
-            self._transport.kill_group(self.pgid)
+            self._transport.kill_groups(self.pgid)
         self._channel.close()
 
 
@@ -230,13 +230,13 @@ class SshTransport:
         channel.close()
         raise TransportError(self.rig.name, Reason.LOST, f"cannot start {argv[0]}: {detail}")
 
-    def kill_group(self, pgid: int) -> None:
-        """SIGKILL a process group on the rig over a fresh channel; never raises (the rig may be gone)."""
+    def kill_groups(self, *pgids: int) -> None:
+        """SIGKILL process groups on the rig over a fresh channel; never raises (the rig may be gone)."""
         try:
             channel = self._channel()
             with channel:
                 channel.settimeout(self.rig.connect_timeout_s)
-                channel.exec_command(_sh(f"kill -s KILL -- -{pgid}"))
+                channel.exec_command(_sh("kill -s KILL -- " + " ".join(f"-{pgid}" for pgid in pgids)))
                 channel.status_event.wait(self.rig.connect_timeout_s)
         except (TransportError, *_CHANNEL_ERRORS):
             pass
@@ -259,7 +259,7 @@ class SshTransport:
                 reader.join(max(0.0, deadline - time.monotonic()))
             done = channel.status_event.wait(max(0.0, deadline - time.monotonic()))
             if not done or any(r.is_alive() for r in readers):
-                self.kill_group(pgid)
+                self.kill_groups(pgid)
                 raise TransportError(self.rig.name, Reason.TIMEOUT, f"{argv[0]} still running after {timeout:g} s;"
                                      f" its process group {pgid} was killed on the rig")
             if not channel.get_transport().is_active():

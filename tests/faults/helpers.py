@@ -35,7 +35,7 @@ from coordinator.inventory import Rig
 from coordinator.results import RUNS_DIR
 from coordinator.study import STUDIES_DIR, Study, TrialRecord, storage_path
 from tests.faults.hooks.faulty_worker import hit_path
-from tests.sshd import MARKER, SSHD, SshServer, _cmdline, _descendants, next_address, processes, wait_for
+from tests.sshd import MARKER, SSHD, SshServer, _cmdline, _descendants, _stat, next_address, processes, wait_for
 from worker import contract
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +118,22 @@ def blocked_in_fifo_open(server: SshServer) -> bool:
         except OSError:
             pass
     return False
+
+
+def rig_tree(server: SshServer) -> tuple[int | None, list[int]]:
+    """(the rig server's pid, its slot servers' pids) of the warm process tree on an SSH rig; (None, [])
+    when none is running. The rig server is the one its sshd session started."""
+    parents = {pid: stat[1] for pid in server.processes() if b"serve" in _cmdline(pid) and (stat := _stat(pid))}
+    roots = [pid for pid, parent in parents.items() if _cmdline(parent).startswith(b"sshd")]
+    assert len(roots) <= 1, f"more than one rig server on the rig: {roots}"
+    root = roots[0] if roots else None
+    return root, sorted(pid for pid, parent in parents.items() if parent == root)
+
+
+def failures_on(trials: dict[int, TrialRecord], rig: str) -> dict[int, list[dict[str, Any]]]:
+    """trial number -> the failed attempts the rig made of it."""
+    found = {n: [f for f in t.attrs.get("failures", []) if f["rig"] == rig] for n, t in trials.items()}
+    return {n: failures for n, failures in found.items() if failures}
 
 
 def cut_connections(server: SshServer) -> None:
@@ -210,12 +226,22 @@ class Cluster:
         self.retarget(name, python=str(python), env={**self.rig(name).env, **env})
 
     def barrier(self, *names: str) -> None:
-        """These rigs' workers report ready together (the head always among them): each slot's first trial
-        is taken at the same moment, so every faulty rig gets one, and the head is alive to take retries."""
+        """These rigs' slot servers report ready together (the head's always among them, unless it was
+        dropped): each slot's first trial is taken at the same moment, so every faulty rig gets one, and the
+        head is alive to take retries."""
         folder = self.root / "barrier"
         folder.mkdir()
-        for name in ("head", *names):
-            self.instrument(name, STEP2_FAULT_BARRIER=f"{folder}:{len(names) + 1}")
+        rigs = [self.rig(name) for name in ("head", *names) if any(r.name == name for r in self.rigs)]
+        for rig in rigs:
+            self.instrument(rig.name, STEP2_FAULT_BARRIER=f"{folder}:{sum(r.slots for r in rigs)}")
+
+    def drop_head(self) -> None:
+        """No head rig in the inventory: retries go to whichever slot is free."""
+        self.rigs.remove(self.rig("head"))
+
+    def warm_ups(self, name: str) -> int:
+        """How many rig servers paid the imports on an instrumented rig."""
+        return len(list(self.workdir(name).glob(hit_path("warm-up.*"))))
 
     def rig(self, name: str) -> Rig:
         return next(r for r in self.rigs if r.name == name)

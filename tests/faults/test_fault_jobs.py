@@ -1,7 +1,8 @@
-"""Hostile requests and job files sent to a real warm worker over a real SSH channel: paths that leave
-the workdir, fields full of shell metacharacters. Nothing is executed, nothing is written outside the
-workdir, and each one is refused: an error event, or a job that exits 2 naming the field (in its error
-result, or in its log when the job's identity itself is unsafe to write a result under)."""
+"""Hostile requests and job files sent to a real warm slot server over a real SSH channel (through its
+rig's server): paths that leave the workdir, fields full of shell metacharacters. Nothing is executed,
+nothing is written outside the workdir, and each one is refused: an error event, or a job that exits 2
+naming the field (in its error result, or in its log when the job's identity itself is unsafe to write a
+result under)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ import pytest
 
 from coordinator.dataset import load_data_dir
 from coordinator.deploy import deploy, worker_bundle
+from coordinator.rig_server import RigServer, SlotProcess
 from coordinator.settings import RunSettings
-from coordinator.slots import serve_command
-from coordinator.transport import Process
 from coordinator.transport.ssh import SshTransport
 from tests.faults.helpers import SAMPLE_SIZE, FaultSummary, cluster_at
-from worker import protocol
+from worker import contract, protocol
 from worker.contract import Evaluation
 from worker.params import SEARCH_SPACE, Choice
+from worker.protocol import BadRequest, Done, Ready, RunRequest
 
 RUN_ID = "r-hostile"
 JOB = "jobs/h/trial_0001.json"
@@ -33,7 +34,7 @@ class Worker:
     """A warm worker on an SSH rig, and a valid job for it to be broken case by case."""
 
     transport: SshTransport
-    proc: Process
+    proc: SlotProcess
     workdir: Path
     job: dict[str, Any]
     marker: Path  # what an executed payload would create
@@ -42,11 +43,11 @@ class Worker:
     def payload(self) -> str:
         return f"$(touch {self.marker}) `touch {self.marker}`; touch {self.marker} && touch {self.marker} |"
 
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.proc.send_line(json.dumps(request))
-        line = self.proc.read_line(60)
-        assert line is not None, "the worker did not answer"
-        return json.loads(line)
+    def ask(self, request: dict[str, Any]) -> protocol.Event:
+        self.proc.send(RunRequest(**request))
+        answer = self.proc.read(60)
+        assert answer is not None, "the worker did not answer"
+        return answer
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +59,18 @@ def worker(tmp_path_factory: pytest.TempPathFactory, data: Path, faults_summary:
         dataset = load_data_dir(data)
         deploy(transport, {**worker_bundle(), **{ref.path: dataset.files[role] for role, ref in dataset.refs.items()}})
         (world.workdir("rig") / "data" / "outside.npz").symlink_to("/etc/passwd")
-        proc = transport.start(*serve_command(transport, 0))
+        server = RigServer(transport, contract.code_hash(), dataset.refs)
         try:
-            ready = json.loads(proc.read_line(180) or "{}")
-            assert ready.get("event") == "ready", ready
-            settings = RunSettings("h", RUN_ID, ready["code_hash"], dataset.prng_type, dataset.mod, SAMPLE_SIZE,
+            proc = server.open(0)
+            ready = proc.read(180)
+            assert isinstance(ready, Ready), ready
+            settings = RunSettings("h", RUN_ID, ready.code_hash, dataset.prng_type, dataset.mod, SAMPLE_SIZE,
                                    30.0, dataset.refs, Evaluation(1, SAMPLE_SIZE, 20, "spearman_rho"))
             params = {k: d.options[0] if isinstance(d, Choice) else d.low for k, d in SEARCH_SPACE.items()}
             yield Worker(transport, proc, world.workdir("rig"), settings.job(1, params, 1).to_dict(),
                          root / "pwned")
         finally:
-            proc.kill()
+            server.close()
             transport.close()
 
 
@@ -103,6 +105,12 @@ JOBS = {  # job field, value, what the refusal says: the job exits 2 and says wh
 }
 
 
+TEXTS = {  # where a request that carries its job's text asks for it to be written, and what the refusal says
+    "text-traversal": ("../../outside-job.json", "field 'job'"),
+    "text-through-a-link": ("jobs/elsewhere/trial_0001.json", "resolves outside"),
+}
+
+
 def _value(worker: Worker, value: str) -> str:
     return value.replace(PAYLOAD, worker.payload)
 
@@ -112,7 +120,7 @@ def test_hostile_request_is_refused(worker: Worker, faults_summary: FaultSummary
                                     case: str) -> None:
     field, value = REQUESTS[case]
     answer = worker.ask({"job": JOB, "timeout_s": 30, "log": f"logs/h/{case}.log", field: _value(worker, value)})
-    assert answer["event"] == "error" and f"field '{field}'" in answer["error"], answer
+    assert isinstance(answer, BadRequest) and f"field '{field}'" in answer.error, answer
     assert not worker.marker.exists() and not (worker.workdir.parent / "outside.log").exists()
     faults_summary.report(request.node.nodeid, worker.workdir, 0)
 
@@ -127,10 +135,26 @@ def test_hostile_job_is_refused(worker: Worker, faults_summary: FaultSummary, re
     worker.transport.put_bytes(json.dumps(job).encode(), JOB)
     log = f"logs/h/{case}.log"
     answer = worker.ask({"job": JOB, "timeout_s": 30, "log": log})
-    assert answer["event"] == "done" and answer["exit"] == 2, answer
+    assert isinstance(answer, Done) and answer.exit == 2, answer
     result = worker.workdir / protocol.result_path("h", RUN_ID, "trial_0001", job["attempt"])
     said = json.loads(result.read_text())["error"] if result.exists() else (worker.workdir / log).read_text()
     assert refusal in said, said
     assert not worker.marker.exists()
     assert [p.name for p in (worker.workdir / "results").glob("*/*")] in ([], [RUN_ID])  # no result elsewhere
+    faults_summary.report(request.node.nodeid, worker.workdir, 0)
+
+
+@pytest.mark.parametrize("case", TEXTS)
+def test_job_text_is_never_written_outside_the_workdir(worker: Worker, faults_summary: FaultSummary,
+                                                       request: pytest.FixtureRequest, case: str) -> None:
+    path, refusal = TEXTS[case]
+    outside = worker.workdir.parent / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    link = worker.workdir / "jobs" / "elsewhere"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(outside)
+    answer = worker.ask({"job": path, "timeout_s": 30, "log": f"logs/h/{case}.log", "text": json.dumps(worker.job)})
+    assert isinstance(answer, BadRequest | Done) and answer.error and refusal in answer.error, answer
+    assert not list(outside.iterdir()) and not (worker.workdir.parent.parent / "outside-job.json").exists()
     faults_summary.report(request.node.nodeid, worker.workdir, 0)

@@ -7,11 +7,17 @@ second attempt the second, and so on; each hit leaves `faults/hit-<fault>` in th
 attempt pid") so a test knows which trial it hit.
 STEP2_FAULT_BARRIER ("folder:count") holds the worker's "ready" until `count` workers are ready, so
 every slot takes its first trial at the same moment, however unevenly the machine starts them.
+STEP2_FAULT_FORK ("slot@N", "trial@N", comma-separated) makes the rig's Nth fork of a slot server (by the
+rig's server) or of a trial's process (by a slot server) fail as a process limit would (EAGAIN).
+Each warm-up (the imports, once per rig server) leaves `faults/hit-warm-up.<pid>`; with STEP2_FAULT_GPU_LOG
+set, each trial writes the GPU variables it sees to `faults/gpu-<trial_id>.a<attempt>` ("name=value" lines).
 Runs on the rig, so it needs only the worker's own dependencies.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 import signal
 import sys
@@ -20,21 +26,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker import __main__ as cli
-from worker import contract, protocol, serve
+from worker import contract, protocol, rig_server, serve
 from worker.contract import Job
 from worker.files import write_json_atomic
 
 PLAN = [fault for fault in os.environ.get("STEP2_FAULT", "").split(",") if fault]
 BARRIER = os.environ.get("STEP2_FAULT_BARRIER", "")
+FAILING_FORKS = {(who, int(n)) for who, _, n in (item.partition("@") for item in
+                                                 os.environ.get("STEP2_FAULT_FORK", "").split(",") if item)}
+GPU_LOG = bool(os.environ.get("STEP2_FAULT_GPU_LOG"))
+GPU_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 STALE_RUN_ID = "r-earlier-run"
 STALE_ACCURACY = 0.987654  # a tempting value that must never reach the study
 LATE_GO = "faults/go"  # the test creates it when the late attempt's result should land
+HOLD_GO = "faults/go-hold"  # the test creates it when the held attempt should crash
 WAIT_S = 120.0  # the longest a late attempt or a barrier waits for its signal
 
 Outcome = tuple[dict | None, int]
 Run = Callable[[], Outcome]  # the real attempt
 real_execute = serve.execute
 real_emit = serve._emit
+real_warm_up = rig_server.warm_up
 
 
 def _wait(done: Callable[[], bool]) -> None:
@@ -85,6 +97,12 @@ def _late(run: Run, root: Path, job: Job) -> Outcome:
     return None, 1
 
 
+def _hold(run: Run, root: Path, job: Job) -> Outcome:
+    """The attempt waits for the test's word, then crashes."""
+    _wait((root / HOLD_GO).exists)
+    os._exit(3)
+
+
 def _drop(run: Run, root: Path, job: Job) -> Outcome:
     """The result is written, then swapped for a FIFO: the head's fetch blocks opening it, until the
     test, which sees it blocked, cuts the rig's connections."""
@@ -124,6 +142,7 @@ FAULTS: dict[str, Callable[[Run, Path, Job], Outcome]] = {
     "truncate": _truncate,
     "stale": _stale,
     "late": _late,
+    "hold": _hold,
     "drop": _drop,
     "fill": _fill,
     "corrupt": _corrupt,
@@ -134,25 +153,65 @@ def hit_path(fault: str) -> str:
     return f"faults/hit-{fault}"
 
 
+def gpu_path(job: Job) -> str:
+    return f"faults/gpu-{job.trial_id}.a{job.attempt}"
+
+
+def _claim(path: Path, text: str) -> bool:
+    """Create the marker file, unless it exists: markers count hits across the rig's processes."""
+    path.parent.mkdir(exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    os.write(fd, text.encode())
+    os.close(fd)
+    return True
+
+
 def faulty_execute(job_file: str, root: Path, own_hash: str, cache: dict | None = None) -> Outcome:
     """serve's execute: the rig's next planned fault, or the real thing once the plan is done."""
 
     def run() -> Outcome:
         return real_execute(job_file, root, own_hash, cache)
 
-    if not PLAN:
+    if not PLAN and not GPU_LOG:
         return run()
     job = contract.load_job(contract.resolve_inside(root, job_file))
-    (root / "faults").mkdir(exist_ok=True)
+    if GPU_LOG:
+        _claim(root / gpu_path(job), "".join(f"{name}={os.environ[name]}\n" for name in GPU_VARS if name in os.environ))
     for fault in PLAN:
-        try:  # the marker files count the attempts across forked children
-            fd = os.open(root / hit_path(fault), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        os.write(fd, f"{job.trial_id} {job.attempt} {os.getpid()}\n".encode())
-        os.close(fd)
-        return FAULTS[fault](run, root, job)
+        if _claim(root / hit_path(fault), f"{job.trial_id} {job.attempt} {os.getpid()}\n"):
+            return FAULTS[fault](run, root, job)
     return run()
+
+
+def _failing_forks(who: str) -> bool:
+    """Whether this fork of a `who` ("slot", "trial"), numbered across the rig's processes, is to fail."""
+    if not any(kind == who for kind, _ in FAILING_FORKS):
+        return False
+    number = next(n for n in itertools.count(1) if _claim(Path(hit_path(f"fork-{who}.{n}")), f"{os.getpid()}\n"))
+    return (who, number) in FAILING_FORKS
+
+
+class SlotServer(rig_server._SlotServer):
+    def __init__(self, *args: object) -> None:
+        if _failing_forks("slot"):
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        super().__init__(*args)
+
+
+class Child(serve._Child):
+    def __init__(self, *args: object) -> None:
+        if _failing_forks("trial"):
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        super().__init__(*args)
+
+
+def counted_warm_up() -> int:
+    """rig_server's warm_up, leaving a marker per rig server that paid the imports."""
+    _claim(Path(hit_path(f"warm-up.{os.getpid()}")), "")
+    return real_warm_up()
 
 
 def emit_at_barrier(event: protocol.Event) -> None:
@@ -167,5 +226,6 @@ def emit_at_barrier(event: protocol.Event) -> None:
 if __name__ == "__main__":
     if set(PLAN) - set(FAULTS):
         sys.exit(f"faulty_worker: unknown STEP2_FAULT in {PLAN} (known: {', '.join(FAULTS)})")
-    serve.execute, serve._emit = faulty_execute, emit_at_barrier
+    serve.execute, serve._emit, serve._Child = faulty_execute, emit_at_barrier, Child
+    rig_server._SlotServer, rig_server.warm_up = SlotServer, counted_warm_up
     sys.exit(cli.main())
