@@ -188,3 +188,18 @@ def run_makespan(work: Path, repeats: int = 3, trials: int = 100, trial_s: float
                            idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"))
                for key, done in runs.items()}
     return {**figures, "slot_warmup_s": figure([warmup], "s", slots=len(slots))}
+
+
+def run_study_cost(work: Path) -> dict[str, Any]:
+    """What asking and telling the study costs the slots at short trials: `makespan_efficiency_study` /
+    `makespan_efficiency` in each repeat of `run_makespan` (the two sources alternate on the same warm
+    slots), at trial_s 1.0 (100 trials) and at trial_s 0.25 (200 trials), with the efficiencies behind
+    each ratio."""
+    figures = {}
+    for trial_s, trials in ((1.0, 100), (0.25, 200)):
+        done = run_makespan(work / f"trial_s_{trial_s}", trials=trials, trial_s=trial_s)
+        fixed, study = done["makespan_efficiency"], done["makespan_efficiency_study"]
+        figures[trial_s] = figure([s / f for s, f in zip(study["values"], fixed["values"], strict=True)], "x",
+                                  trial_s=trial_s, trials=trials, makespan_efficiency=fixed,
+                                  makespan_efficiency_study=study)
+    return {"study_cost_ratio": {**figures[1.0], "at_trial_s_0_25": figures[0.25]}}

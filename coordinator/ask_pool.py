@@ -10,10 +10,10 @@ dies loses or repeats nothing. Each ask process has its own sampler seed, derive
 
 Freshness. A study's changes are counted as its trials plus its finished trials: one per ask, one per
 tell. A proposal records the count it saw, and may be used while at most one change per
-`IN_FLIGHT_PER_MISSED` trials in flight came after it. In flight are the trials running and the asks
-waiting here (their slots' trials are as good as running): with many, TPE's constant liar already
-treats them as unknown and a few more change little; with few, a proposal must have seen every result.
-A proposal too old for that is computed again as soon as it is, so the next ask finds it done or nearly.
+`IN_FLIGHT_PER_MISSED` trials in flight came after it, about one trial's ask and tell per four in flight
+(the study says how many fly: see Study). With many, TPE's constant liar already treats them as unknown
+and a few more change little; with one, a proposal must have seen every result. A proposal too old for
+that is computed again as soon as it is, so the next ask finds it done or nearly.
 
 Life. `AskPool` starts its processes from its own thread, which lives as long as the pool. Each process
 asks the kernel to kill it when that thread ends (PR_SET_PDEATHSIG: the coordinator's death, even by
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 RESTARTS = 5  # over the pool's life, for processes that had served
 LATE_S = 1.0  # a request older than this is no longer waited for
-IN_FLIGHT_PER_MISSED = 4
+IN_FLIGHT_PER_MISSED = 2
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,7 @@ class AskPool:
         self._path, self._study, self._seed = path, study, seed
         self._procs = [_Process(i) for i in range(processes)]
         self._cond = threading.Condition()
-        self._changes = self._running = 0  # as the study last said
-        self._waiting = 0  # asks waiting in `take`
+        self._changes = self._in_flight = 0  # as the study last said
         self._restarts = RESTARTS
         self._closing = False
         self._wake_r, self._wake_w = os.pipe()
@@ -95,34 +94,26 @@ class AskPool:
 
     # -- the study's side --------------------------------------------------------------------------
 
-    def take(self, changes: int, running: int) -> Proposal | None:
-        """A proposal fresh enough for the study's `changes` and `running` trials, waiting while one is on
-        its way; else the freshest there is, or None when no process is up."""
+    def take(self, changes: int, in_flight: int) -> Proposal | None:
+        """A proposal fresh enough for the study's `changes` and trials `in_flight`, waiting while one is
+        on its way; else the freshest there is, or None when no process is up."""
         with self._cond:
-            self._changes, self._running = changes, running
-            self._waiting += 1
-            try:
-                return self._take()
-            finally:
-                self._waiting -= 1
+            self._changes, self._in_flight = changes, in_flight
+            while True:
+                ready = [p for p in self._procs if p.proposal is not None]
+                best = max(ready, key=lambda p: p.proposal.seen if p.proposal else 0, default=None)
+                if best is not None and self._usable(best.proposal):
+                    return self._pop(best)
+                if not self._coming():
+                    self._refresh()
+                if not self._coming():
+                    return None if best is None else self._pop(best)
+                self._cond.wait(LATE_S)
 
-    def _take(self) -> Proposal | None:
-        """Lock held."""
-        while True:
-            ready = [p for p in self._procs if p.proposal is not None]
-            best = max(ready, key=lambda p: p.proposal.seen if p.proposal else 0, default=None)
-            if best is not None and self._usable(best.proposal):
-                return self._pop(best)
-            if not self._coming():
-                self._refresh()
-            if not self._coming():
-                return None if best is None else self._pop(best)
-            self._cond.wait(LATE_S)
-
-    def changed(self, changes: int, running: int) -> None:
+    def changed(self, changes: int, in_flight: int) -> None:
         """The study changed: idle processes whose proposal would be refused now compute a new one."""
         with self._cond:
-            self._changes, self._running = changes, running
+            self._changes, self._in_flight = changes, in_flight
             self._refresh()
 
     def close(self) -> None:
@@ -139,7 +130,7 @@ class AskPool:
     @property
     def _allowed(self) -> int:
         """The changes a proposal may have missed."""
-        return (self._running + self._waiting) // IN_FLIGHT_PER_MISSED
+        return self._in_flight // IN_FLIGHT_PER_MISSED
 
     def _usable(self, proposal: Proposal | None) -> bool:
         return proposal is not None and self._changes - proposal.seen <= self._allowed

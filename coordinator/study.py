@@ -218,6 +218,9 @@ class Study:
         self._trials: dict[int, optuna.Trial] = {}
         trials = self.study.get_trials(deepcopy=False)
         self._running = {t.number for t in trials if t.state == OptunaState.RUNNING}
+        # Trials in flight, for the freshness of proposals: the most that have run at once. The number
+        # running now understates them while asks hold the slots up (slots wait instead of running).
+        self._in_flight = len(self._running)
         self._complete = sum(t.state == OptunaState.COMPLETE for t in trials)
         self._changes = ask_pool.changes(trials)  # asks and tells, by which proposals are dated
         # Proposals rest on private Optuna calls, checked with the fast path.
@@ -263,7 +266,7 @@ class Study:
 
     def ask(self) -> tuple[int, dict[str, Any]]:
         pool = self._asks()
-        proposal = pool.take(self._changes, len(self._running)) if pool else None  # may wait: not under the lock
+        proposal = pool.take(self._changes, self._in_flight) if pool else None  # may wait: not under the lock
         with self.lock:
             if proposal is not None:
                 self.asks["ask_processes"] += 1
@@ -275,9 +278,10 @@ class Study:
             trial = self._create(proposal.params) if proposal is not None else self.study.ask(self.dists)
             self._trials[trial.number] = trial
             self._running.add(trial.number)
-            changes, running = self._changed()
+            self._in_flight = max(self._in_flight, len(self._running))
+            changes, in_flight = self._changed()
         if pool:
-            pool.changed(changes, running)
+            pool.changed(changes, in_flight)
         return trial.number, dict(trial.params)
 
     def _create(self, params: dict[str, Any]) -> optuna.Trial:
@@ -296,7 +300,7 @@ class Study:
     def _changed(self) -> tuple[int, int]:
         """Called with the lock held, after an ask or a tell."""
         self._changes += 1
-        return self._changes, len(self._running)
+        return self._changes, self._in_flight
 
     def _told(self, number: int, complete: bool) -> tuple[int, int]:
         """Called with the lock held, after a tell."""
@@ -304,10 +308,10 @@ class Study:
         self._complete += complete
         return self._changed()
 
-    def _after_tell(self, changes: int, running: int) -> None:
+    def _after_tell(self, changes: int, in_flight: int) -> None:
         """The ask processes learn of the tell at once (they recompute while the journal syncs)."""
         if self._pool:
-            self._pool.changed(changes, running)
+            self._pool.changed(changes, in_flight)
         self.sync()
 
     def close(self) -> None:
