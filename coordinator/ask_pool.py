@@ -1,10 +1,10 @@
 """Asks computed in other processes, so that a free slot finds its next trial's parameters ready.
 
 A TPE ask over 1,000 trials is about ten milliseconds of Python and numpy, and the head's slot threads
-share one GIL. An ask process replays the study's journal read-only (Optuna's JournalStorage over a
-JournalFileBackend it never appends to, which reads only the lines added since its last read) and, on
-request, proposes the parameters the study's sampler would suggest for a new trial, given the trials as
-the journal has them. The head stores a proposal as a new trial (coordinator/study.py), so the journal,
+share one GIL. An ask process replays the study's journal read-only (study.read_only_storage: Optuna's
+JournalStorage over a backend that refuses writes, reading only the lines added since its last read)
+and, on request, proposes the parameters the study's sampler would suggest for a new trial, given the
+trials as the journal has them. The head stores a proposal as a new trial (coordinator/study.py), so the journal,
 which the head alone writes, stays the one source of truth: an ask process holds no trial, and one that
 dies loses or repeats nothing. Each ask process has its own sampler seed, derived from the study's.
 
@@ -282,12 +282,9 @@ def main(argv: list[str]) -> int:
     path, name, seed, parent = argv
     if not _die_with_parent(int(parent)):
         return 0
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from coordinator.study import distributions, make_sampler, read_only_storage
 
-    from coordinator.study import distributions, make_sampler
-
-    storage = JournalStorage(JournalFileBackend(path))
+    storage = read_only_storage(Path(path))
     sampler, dists = make_sampler(int(seed)), distributions()
     for _ in sys.stdin.buffer:
         proposal = propose(storage, name, sampler, dists)
