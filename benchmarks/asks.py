@@ -17,6 +17,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from benchmarks.dispatch import Timeline
+from benchmarks.fake_worker import fixed_diagnostics
 from benchmarks.report import figure
 from coordinator import results
 from coordinator.inventory import Rig
@@ -26,7 +27,7 @@ from coordinator.settings import RunSettings, new_run_id
 from coordinator.step2 import Step2Source
 from coordinator.study import ASK_PROCESSES, Study, distributions, storage_path
 from worker import contract
-from worker.contract import DataRef
+from worker.contract import DataRef, Evaluation
 from worker.params import random_params
 
 SLOTS = 26
@@ -49,7 +50,8 @@ class InstantSlot:
     def execute(self, task: Task) -> Outcome:
         job = self.source.build(task, self.rig)
         value = (job.trial_number * 0.618034) % 1.0
-        return Outcome(True, value=value, record=contract.make_result(job.identity(), accuracy=value, error=None))
+        record = contract.make_result(job.identity(), accuracy=value, error=None, diagnostics=fixed_diagnostics(value))
+        return Outcome(True, value=value, record=record)
 
     def cancel(self) -> None:
         pass
@@ -77,7 +79,8 @@ def capacity(work: Path, existing: int, ask_processes: int, seed: int) -> float:
     study = Study(name, path, seed=seed, create=False, ask_processes=ask_processes)
     settings = RunSettings(study=name, run_id=new_run_id(), code_hash=contract.code_hash(), prng_type="java_lcg",
                            mod=1000, sample_size=4, timeout_s=60.0,
-                           data={"survivors": DataRef("data/survivors.npz", "0" * 64)})
+                           data={"survivors": DataRef("data/survivors.npz", "0" * 64)},
+                           evaluation=Evaluation(1, 4, 0, "spearman_rho"))
     source = Step2Source(study, settings, results.Archive(name, work / "runs"), TRIALS, [], work)
     rig = Rig(name="head", python="python", workdir=str(work), slots=SLOTS, local=True)
     timeline = Timeline()

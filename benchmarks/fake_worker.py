@@ -12,10 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from worker import __main__ as cli
 from worker import trial
 from worker.contract import Job
+from worker.estimate import Figure
+from worker.objective import OBJECTIVES
 
 TRIAL_S_ENV = "BENCH_TRIAL_S"
 
@@ -24,7 +27,14 @@ def fixed_trial(job: Job, root: Path, cache: dict | None = None) -> trial.TrialO
     """A trial that only takes time: BENCH_TRIAL_S seconds, then a valid accuracy."""
     time.sleep(float(os.environ.get(TRIAL_S_ENV, "0")))
     accuracy = (job.trial_number * 0.618034) % 1.0  # spread over [0, 1) so the study sees distinct values
-    return trial.TrialOutcome(accuracy, [], {}, "cpu", {"fake": True})
+    return trial.TrialOutcome(accuracy, [], {}, "cpu", fixed_diagnostics(accuracy))
+
+
+def fixed_diagnostics(value: float) -> dict[str, Any]:
+    """A fixed trial's diagnostics as the coordinator reads them: every figure at `value`, from one
+    replicate, with no chance level."""
+    figure = Figure(value, None, [value], [], None, None, None, None, []).to_dict()
+    return {"fake": True, "figures": {name: figure for name in OBJECTIVES}}
 
 
 if __name__ == "__main__":

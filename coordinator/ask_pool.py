@@ -12,8 +12,10 @@ Freshness. A study's changes are counted as its trials plus its finished trials:
 tell. A proposal records the count it saw, and may be used while at most one change per
 `IN_FLIGHT_PER_MISSED` trials in flight came after it, about one trial's ask and tell per four in flight
 (the study says how many fly: see Study). With many, TPE's constant liar already treats them as unknown
-and a few more change little; with one, a proposal must have seen every result. A proposal too old for
-that is computed again as soon as it is, so the next ask finds it done or nearly.
+and a few more change little; with one, a proposal must have seen every result, so it could only be
+computed after the last tell, and the head computing it itself is quicker than waiting for one: then
+`take` gives none and no process computes. A proposal too old is computed again as soon as it is, so
+the next ask finds it done or nearly.
 
 Life. `AskPool` starts its processes from its own thread, which lives as long as the pool. Each process
 asks the kernel to kill it when that thread ends (PR_SET_PDEATHSIG: the coordinator's death, even by
@@ -96,10 +98,10 @@ class AskPool:
 
     def take(self, changes: int, in_flight: int) -> Proposal | None:
         """A proposal fresh enough for the study's `changes` and trials `in_flight`, waiting while one is
-        on its way; else the freshest there is, or None when no process is up."""
+        on its way; else the freshest there is. None when no process is up, or no change may be missed."""
         with self._cond:
             self._changes, self._in_flight = changes, in_flight
-            while True:
+            while self._allowed:
                 ready = [p for p in self._procs if p.proposal is not None]
                 best = max(ready, key=lambda p: p.proposal.seen if p.proposal else 0, default=None)
                 if best is not None and self._usable(best.proposal):
@@ -109,6 +111,7 @@ class AskPool:
                 if not self._coming():
                     return None if best is None else self._pop(best)
                 self._cond.wait(LATE_S)
+            return None
 
     def changed(self, changes: int, in_flight: int) -> None:
         """The study changed: idle processes whose proposal would be refused now compute a new one."""
@@ -151,10 +154,8 @@ class AskPool:
         return proposal
 
     def _refresh(self) -> None:
-        """Idle processes without a usable proposal compute one: all of them while some changes may be
-        missed (many trials in flight), one while none may (the next ask wants one that saw every
-        change, and one is enough)."""
-        wanted = len(self._procs) if self._allowed else 1
+        """Idle processes without a usable proposal compute one (none while no change may be missed)."""
+        wanted = len(self._procs) if self._allowed else 0
         usable = sum(self._computing(p) or (p.requested is None and self._usable(p.proposal)) for p in self._procs)
         for proc in self._procs:
             if usable >= wanted:

@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState as OptunaState
 
 from coordinator import ask_pool, fast_tpe
-from coordinator.ask_pool import AskPool
+from coordinator.ask_pool import IN_FLIGHT_PER_MISSED, AskPool
 from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -290,9 +290,11 @@ class Study:
         return optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id, template))
 
     def _asks(self) -> AskPool | None:
-        """The ask processes, started once TPE's asks begin."""
+        """The ask processes, started once TPE's asks begin and trials run side by side (one at a time,
+        every ask is the head's: see coordinator/ask_pool.py)."""
         with self.lock:
-            if self._pool is None and self._ask_processes and self._complete >= STARTUP_TRIALS:
+            if (self._pool is None and self._ask_processes and self._complete >= STARTUP_TRIALS
+                    and self._in_flight >= IN_FLIGHT_PER_MISSED):
                 self._pool = AskPool(self.path, self.name, self.seed, self._ask_processes)
                 weakref.finalize(self, self._pool.close)
             return self._pool

@@ -63,23 +63,36 @@ def alive(pid: int) -> bool:
         return False
 
 
-def ask_and_tell(study: Study, trials: int) -> list[int]:
-    numbers = []
+def ask_and_tell(study: Study, trials: int, in_flight: int = 2) -> list[int]:
+    """`trials` asked and told, `in_flight` of them running at once (told oldest first)."""
+    numbers, running = [], []
     for _ in range(trials):
         number, params = study.ask()
         validate_params({**params, "optuna_trial_number": number})
         numbers.append(number)
+        running.append(number)
+        if len(running) >= in_flight:
+            oldest = running.pop(0)
+            study.tell_value(oldest, (oldest * 0.618034) % 1.0)
+    for number in running:
         study.tell_value(number, (number * 0.618034) % 1.0)
     return numbers
 
 
-def test_one_at_a_time_every_proposal_has_seen_every_result(tmp_path: Path):
+def test_one_trial_at_a_time_every_ask_is_the_heads(tmp_path: Path):
+    """A proposal would have to see the last result, so the head asks itself: exactly TPE's suggestions."""
+    study = Study("s", preloaded(tmp_path), seed=0, create=False)
+    ask_and_tell(study, 20, in_flight=1)
+    assert study.asks == {"ask_processes": 0, "head": 20, "missed": 0} and ask_processes(os.getpid()) == []
+
+
+def test_with_two_in_flight_a_proposal_misses_at_most_one_change(tmp_path: Path):
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
     try:
-        ask_and_tell(study, 1)  # starts the ask processes
-        until(lambda: len(ask_processes(os.getpid())) == 2)
-        until(lambda: ask_and_tell(study, 1) and study.asks["ask_processes"] >= 5)
-        assert study.asks["missed"] == 0
+        # the ask processes start at the first ask that finds two trials have run at once
+        until(lambda: ask_and_tell(study, 2) and len(ask_processes(os.getpid())) == 2)
+        until(lambda: ask_and_tell(study, 2) and study.asks["ask_processes"] >= 8)
+        assert study.asks["missed"] <= study.asks["ask_processes"]
     finally:
         study.close()
 
@@ -90,15 +103,14 @@ def test_from_many_slots_each_trial_is_asked_once_and_stored_whole(tmp_path: Pat
     numbers: list[int] = []
     threads = [threading.Thread(target=lambda: numbers.extend(ask_and_tell(study, 12))) for _ in range(12)]
     try:
-        ask_and_tell(study, 1)
-        until(lambda: ask_and_tell(study, 1) and study.asks["ask_processes"] >= 3)
+        until(lambda: ask_and_tell(study, 2) and study.asks["ask_processes"] >= 3)
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
         study.close()
-    assert len(numbers) == len(set(numbers)) == 144 and study.asks["ask_processes"] > 50
+    assert len(numbers) == len(set(numbers)) == 12 * 12 and study.asks["ask_processes"] > 50
     reader = Study("s", path, seed=0, create=False, writer=False)
     trials = reader.trials()
     assert all(t.state == "COMPLETE" and set(t.params) == set(distributions()) for t in trials)
@@ -108,15 +120,14 @@ def test_from_many_slots_each_trial_is_asked_once_and_stored_whole(tmp_path: Pat
 def test_a_killed_ask_process_is_started_again_and_costs_no_trial(tmp_path: Path):
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
     try:
-        ask_and_tell(study, 1)
-        until(lambda: ask_and_tell(study, 1) and study.asks["ask_processes"] >= 3)
+        until(lambda: ask_and_tell(study, 2) and study.asks["ask_processes"] >= 3)
         victim = ask_processes(os.getpid())[0]
         os.kill(victim, signal.SIGKILL)
         until(lambda: not alive(victim))
         before = study.asks["ask_processes"]
         numbers = ask_and_tell(study, 5)
         until(lambda: len(ask_processes(os.getpid())) == 2 and victim not in ask_processes(os.getpid()))
-        until(lambda: ask_and_tell(study, 1) and study.asks["ask_processes"] >= before + 8)
+        until(lambda: ask_and_tell(study, 2) and study.asks["ask_processes"] >= before + 8)
     finally:
         study.close()
     assert numbers == list(range(numbers[0], numbers[0] + 5))
@@ -124,15 +135,14 @@ def test_a_killed_ask_process_is_started_again_and_costs_no_trial(tmp_path: Path
 
 def test_close_stops_the_ask_processes_and_the_study_asks_on(tmp_path: Path):
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
-    ask_and_tell(study, 1)
-    until(lambda: len(ask_processes(os.getpid())) == 2)
+    until(lambda: ask_and_tell(study, 2) and len(ask_processes(os.getpid())) == 2)
     pids = ask_processes(os.getpid())
     study.close()
     study.close()
     assert ask_processes(os.getpid()) == [] and not any(alive(pid) for pid in pids)
     head = study.asks["head"]
-    ask_and_tell(study, 2)
-    assert study.asks["head"] == head + 2
+    ask_and_tell(study, 4)
+    assert study.asks["head"] == head + 4
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "exit without close"])
@@ -143,11 +153,10 @@ def test_ask_processes_end_with_the_coordinator(tmp_path: Path, how: str):
         from pathlib import Path
         from coordinator.study import Study
         study = Study("s", Path({str(path)!r}), seed=0, create=False)
-        number, _ = study.ask()
-        study.tell_value(number, 0.5)
-        while study.asks["ask_processes"] < 2:
-            number, _ = study.ask()
-            study.tell_value(number, 0.5)
+        running = [study.ask()[0]]
+        while study.asks["ask_processes"] < 2:  # two in flight
+            running.append(study.ask()[0])
+            study.tell_value(running.pop(0), 0.5)
         print("serving", flush=True)
         sys.stdin.readline()  # then exits, the study still open
     """)
