@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import dispatch, objective, scoring, search, step1, tree, trial_time
+from benchmarks import asks, dispatch, objective, scoring, search, step1, tree, trial_time
 from benchmarks.report import PAGE, RESULTS, save
 
 GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -31,6 +31,8 @@ GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "signal": step1.run_signal,
     "skips": step1.run_skip_cost,
     "loader": step1.run_loader,
+    "asks": asks.run_ask_capacity,
+    "studycost": dispatch.run_study_cost,
 }
 
 

@@ -206,3 +206,18 @@ def run_makespan(work: Path, repeats: int = 3) -> dict[str, Any]:
                                                                  "makespan_efficiency_study": study_trials})
     short, _ = _makespan(work / "250ms", repeats, 200, 0.25, {"makespan_efficiency_250ms": fixed_jobs})
     return {**figures, **short, "slot_warmup_s": figure([warmup], "s", slots=figures["makespan_efficiency"]["slots"])}
+
+
+def run_study_cost(work: Path, repeats: int = 3) -> dict[str, Any]:
+    """What asking and telling the study costs the slots at short trials: `makespan_efficiency_study` /
+    `makespan_efficiency` in each repeat (the two sources alternate on the same warm slots), at trial_s
+    1.0 (100 trials) and at trial_s 0.25 (200 trials), with the efficiencies behind each ratio."""
+    figures = {}
+    for trial_s, trials in ((1.0, 100), (0.25, 200)):
+        done, _ = _makespan(work / f"trial_s_{trial_s}", repeats, trials, trial_s,
+                            {"makespan_efficiency": fixed_jobs, "makespan_efficiency_study": study_trials})
+        fixed, study = done["makespan_efficiency"], done["makespan_efficiency_study"]
+        figures[trial_s] = figure([s / f for s, f in zip(study["values"], fixed["values"], strict=True)], "x",
+                                  trial_s=trial_s, trials=trials, makespan_efficiency=fixed,
+                                  makespan_efficiency_study=study)
+    return {"study_cost_ratio": {**figures[1.0], "at_trial_s_0_25": figures[0.25]}}

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from worker import __main__ as cli
 from worker import trial
@@ -23,11 +24,17 @@ TRIAL_S_ENV = "BENCH_TRIAL_S"
 
 
 def fixed_trial(job: Job, root: Path, cache: dict | None = None) -> trial.TrialOutcome:
-    """A trial that only takes time: BENCH_TRIAL_S seconds, then a valid accuracy (every figure's value)."""
+    """A trial that only takes time: BENCH_TRIAL_S seconds, then a valid accuracy."""
     time.sleep(float(os.environ.get(TRIAL_S_ENV, "0")))
     accuracy = (job.trial_number * 0.618034) % 1.0  # spread over [0, 1) so the study sees distinct values
-    figure = Figure(accuracy, None, [accuracy], [], None, None, None, None, []).to_dict()
-    return trial.TrialOutcome(accuracy, [], {}, "cpu", {"fake": True, "figures": dict.fromkeys(OBJECTIVES, figure)})
+    return trial.TrialOutcome(accuracy, [], {}, "cpu", fixed_diagnostics(accuracy))
+
+
+def fixed_diagnostics(value: float) -> dict[str, Any]:
+    """A fixed trial's diagnostics as the coordinator reads them: every figure at `value`, from one
+    replicate, with no chance level."""
+    figure = Figure(value, None, [value], [], None, None, None, None, []).to_dict()
+    return {"fake": True, "figures": {name: figure for name in OBJECTIVES}}
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """The one module that talks to Optuna: a persistent study with an explicitly configured TPE.
 
 The head is the only writer, so a journal file (replayed after a crash) is the storage. The owner's
-flock keeps other writers out, so appends take no lock file, and the journal is fsynced where a
-machine crash could otherwise lose something: before a job leaves the head (`sync`) and at every tell,
-not at each of the dozen lines an ask writes. Every sampler setting that changed between Optuna
-versions is set explicitly.
+flock keeps other writers out, so appends take no lock file, the owner reads its own appends back from
+memory, and the journal is fsynced where a machine crash could otherwise lose something: before a job
+leaves the head (`sync`) and at every tell, not at each of the dozen lines an ask writes, and never
+under the study's lock. Every sampler setting that changed between Optuna versions is set explicitly;
+the sampler is coordinator/fast_tpe.py's exact, faster TPE where the installed Optuna is the one checked.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,11 +30,16 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState as OptunaState
 
+from coordinator import ask_pool, fast_tpe
+from coordinator.ask_pool import IN_FLIGHT_PER_MISSED, AskPool
 from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
 
 STUDIES_DIR = Path("optuna_studies")
+STARTUP_TRIALS = 10  # TPE's random trials; asks are cheap until this many have completed
+ASK_PROCESSES = 2  # per writing study, once its asks are TPE's (coordinator/ask_pool.py)
 
 
 class StudyError(RuntimeError):
@@ -61,26 +70,88 @@ def distributions() -> dict[str, BaseDistribution]:
 
 
 def make_sampler(seed: int) -> optuna.samplers.TPESampler:
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=10)
+    return fast_tpe.make_tpe(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=STARTUP_TRIALS)
+
+
+def _cut_torn_line(path: Path) -> int:
+    """Truncate a last line that a crash left half-written; returns the bytes cut. Optuna's replay skips
+    such a line, and the next append would join it into one corrupt line that no replay gets past."""
+    with open(path, "ab+") as f:
+        size = end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            f.truncate(end)
+            os.fsync(f.fileno())
+    return size - end
 
 
 class _OwnedJournal(JournalFileBackend):
-    """Optuna's journal file as its one writer appends it: one write() per append to a file opened with
-    O_APPEND, and fsync on `sync()`. (Readers use JournalFileBackend itself; they never append.)"""
+    """Optuna's journal file as its one writer (the owner flock) appends and reads it.
+
+    An append is one write() to a file opened with O_APPEND. `sync` fsyncs outside the study's lock,
+    and one fsync serves every thread whose appends came before it. The file is read once, by the
+    replay that opens the study: from then on each of its lines is one this object appended, so reads
+    are answered from the lines kept in memory. `lines` counts the file's lines. (Readers use
+    JournalFileBackend itself; they never append.)"""
 
     def __init__(self, path: Path):
+        cut = _cut_torn_line(path)
+        if cut:
+            log.warning("%s: cut off a half-written last line (%d bytes) left by a crash", path, cut)
         super().__init__(str(path))
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the appends, the lines kept and the counters below
+        self._sync_lock = threading.Lock()
+        self._tail: list[bytes] | None = None  # lines appended and not yet read back; None until the replay
+        self._tail_from = 0  # the line number of _tail[0]
+        self._written = self._synced = 0  # bytes appended, and bytes known to be on disk
+
+    @property
+    def lines(self) -> int:
+        with self._write_lock:
+            return self._tail_from + len(self._tail or ())
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        with self._write_lock:
+            if self._tail is None or log_number_from < self._tail_from:
+                logs = list(super().read_logs(log_number_from))
+                self._tail, self._tail_from = [], log_number_from + len(logs)
+                return iter(logs)
+            # Lines before log_number_from have been applied. The rest stay until a read shows they were:
+            # when applying one raises, the replay reads the ones after it again, as from the file.
+            del self._tail[:log_number_from - self._tail_from]
+            self._tail_from = log_number_from
+            lines = list(self._tail)
+        return (json.loads(line) for line in lines)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
+        lines = [json.dumps(log, separators=(",", ":")).encode() + b"\n" for log in logs]
+        data = b"".join(lines)
         with self._write_lock:
+            if self._tail is None:
+                raise StudyError(f"{self._file_path}: appended to before it was read")
+            self._written += len(data)
             while data:
                 data = data[os.write(self._fd, data):]
+            self._tail.extend(lines)
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        with self._write_lock:
+            wanted = self._written
+        with self._sync_lock:
+            if self._synced >= wanted:  # an fsync that began after those appends has finished
+                return
+            with self._write_lock:
+                covered = self._written
+            os.fsync(self._fd)
+            self._synced = covered
 
 
 class _ReadOnlyJournal(JournalFileBackend):
@@ -113,10 +184,18 @@ class TrialRecord:
 
 
 class Study:
-    """Ask, tell, attributes; thread-safe, since every slot thread reports here."""
+    """Ask, tell, attributes; thread-safe, since every slot thread reports here.
 
-    def __init__(self, name: str, path: Path, *, seed: int, create: bool, writer: bool = True):
-        self.name, self.path = name, path
+    An ask takes the parameters one of the study's ask processes has ready (coordinator/ask_pool.py),
+    or has the sampler propose them in the head when none is, and stores the trial with all of them in
+    one journal line: a crash cannot leave it half-asked. A writing study starts `ask_processes` of them
+    once TPE's startup trials are done; `close` stops them (so do its garbage collection and the
+    interpreter's exit). Where the installed Optuna is not the one coordinator/fast_tpe.py checked, asks
+    are Optuna's own `study.ask`, in the head."""
+
+    def __init__(self, name: str, path: Path, *, seed: int, create: bool, writer: bool = True,
+                 ask_processes: int = ASK_PROCESSES):
+        self.name, self.path, self.seed = name, path, seed
         if create and path.exists():
             raise StudyError(f"{path}: a study is already stored there; resume it with --resume {name}")
         if not create and not path.exists():
@@ -125,7 +204,10 @@ class Study:
         if writer:
             self._own(path)
         self._journal = _OwnedJournal(path) if writer else _ReadOnlyJournal(path)
-        storage = JournalStorage(self._journal)
+        try:
+            storage = JournalStorage(self._journal)
+        except ValueError as exc:  # a line that is not one of Optuna's (json.JSONDecodeError is one)
+            raise StudyError(f"{path}: the journal cannot be replayed: {exc}") from exc
         self.lock = threading.Lock()
         self.dists = distributions()
         if create:
@@ -134,6 +216,19 @@ class Study:
         else:
             self.study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(seed))
         self._trials: dict[int, optuna.Trial] = {}
+        trials = self.study.get_trials(deepcopy=False)
+        self._running = {t.number for t in trials if t.state == OptunaState.RUNNING}
+        # Trials in flight, for the freshness of proposals: the most that have run at once. The number
+        # running now understates them while asks hold the slots up (slots wait instead of running).
+        self._in_flight = len(self._running)
+        self._complete = sum(t.state == OptunaState.COMPLETE for t in trials)
+        self._changes = ask_pool.changes(trials)  # asks and tells, by which proposals are dated
+        # Proposals rest on private Optuna calls, checked with the fast path.
+        self._ask_processes = ask_processes if writer and fast_tpe.ACTIVE else 0
+        self._pool: AskPool | None = None
+        # This object's asks: made by ask processes, made in the head, and the changes of the study that
+        # the ask processes' proposals had not seen.
+        self.asks = {"ask_processes": 0, "head": 0, "missed": 0}
 
     def _own(self, path: Path) -> None:
         """One coordinator per study: an exclusive flock the kernel drops when the process dies. The lock
@@ -155,17 +250,13 @@ class Study:
     def set_meta(self, key: str, value: Any) -> None:
         with self.lock:
             self.study.set_user_attr(key, value)
-            self._sync()
-
-    def _sync(self) -> None:
-        if isinstance(self._journal, _OwnedJournal):
-            self._journal.sync()
+        self.sync()
 
     def sync(self) -> None:
         """Make everything written so far survive a machine crash: call before anything that refers to
-        it (a job) leaves the head."""
-        with self.lock:
-            self._sync()
+        it (a job) leaves the head. Outside the lock: the other slots' asks and tells go on meanwhile."""
+        if isinstance(self._journal, _OwnedJournal):
+            self._journal.sync()
 
     def meta(self) -> dict[str, Any]:
         with self.lock:
@@ -174,10 +265,63 @@ class Study:
     # -- trials --------------------------------------------------------------------------------
 
     def ask(self) -> tuple[int, dict[str, Any]]:
+        pool = self._asks()
+        proposal = pool.take(self._changes, self._in_flight) if pool else None  # may wait: not under the lock
         with self.lock:
-            trial = self.study.ask(self.dists)
+            if proposal is not None:
+                self.asks["ask_processes"] += 1
+                self.asks["missed"] += self._changes - proposal.seen
+            else:
+                self.asks["head"] += 1
+                if fast_tpe.ACTIVE:
+                    proposal = ask_pool.propose(self.study._storage, self.name, self.study.sampler, self.dists)
+            trial = self._create(proposal.params) if proposal is not None else self.study.ask(self.dists)
             self._trials[trial.number] = trial
-            return trial.number, dict(trial.params)
+            self._running.add(trial.number)
+            self._in_flight = max(self._in_flight, len(self._running))
+            changes, in_flight = self._changed()
+        if pool:
+            pool.changed(changes, in_flight)
+        return trial.number, dict(trial.params)
+
+    def _create(self, params: dict[str, Any]) -> optuna.Trial:
+        """A RUNNING trial with these parameters, in one journal line. Lock held."""
+        template = optuna.trial.create_trial(state=OptunaState.RUNNING, params=params, distributions=self.dists)
+        return optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id, template))
+
+    def _asks(self) -> AskPool | None:
+        """The ask processes, started once TPE's asks begin and trials run side by side (one at a time,
+        every ask is the head's: see coordinator/ask_pool.py)."""
+        with self.lock:
+            if (self._pool is None and self._ask_processes and self._complete >= STARTUP_TRIALS
+                    and self._in_flight >= IN_FLIGHT_PER_MISSED):
+                self._pool = AskPool(self.path, self.name, self.seed, self._ask_processes)
+                weakref.finalize(self, self._pool.close)
+            return self._pool
+
+    def _changed(self) -> tuple[int, int]:
+        """Called with the lock held, after an ask or a tell."""
+        self._changes += 1
+        return self._changes, self._in_flight
+
+    def _told(self, number: int, complete: bool) -> tuple[int, int]:
+        """Called with the lock held, after a tell."""
+        self._running.discard(number)
+        self._complete += complete
+        return self._changed()
+
+    def _after_tell(self, changes: int, in_flight: int) -> None:
+        """The ask processes learn of the tell at once (they recompute while the journal syncs)."""
+        if self._pool:
+            self._pool.changed(changes, in_flight)
+        self.sync()
+
+    def close(self) -> None:
+        """Stop the ask processes; safe to call twice. The study stays usable, asking in the head."""
+        with self.lock:
+            pool, self._pool, self._ask_processes = self._pool, None, 0
+        if pool:
+            pool.close()
 
     def _trial(self, number: int) -> optuna.Trial:
         if number not in self._trials:  # a trial left RUNNING by an earlier coordinator
@@ -206,14 +350,16 @@ class Study:
     def tell_value(self, number: int, value: float) -> None:
         with self.lock:
             self.study.tell(self._trial(number), value)
-            self._sync()
+            changed = self._told(number, complete=True)
+        self._after_tell(*changed)
 
     def tell_fail(self, number: int, reason: str) -> None:
         """A crash is told as FAIL with its reason, never as a value (and never as PRUNED)."""
         with self.lock:
             self._trial(number).set_user_attr("fail_reason", reason)
             self.study.tell(self._trial(number), state=OptunaState.FAIL)
-            self._sync()
+            changed = self._told(number, complete=False)
+        self._after_tell(*changed)
 
     def trials(self) -> list[TrialRecord]:
         with self.lock:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from coordinator.study import Study, StudyError, distributions, make_sampler, storage_path
@@ -116,3 +117,64 @@ def test_failures_are_fail_with_reason_never_values(tmp_path: Path):
     (record,) = study.trials()
     assert record.state == "FAIL" and record.value is None and record.attrs["fail_reason"].endswith("exit")
     assert study.best() is None
+
+
+def test_a_half_written_last_line_is_cut_and_the_journal_stays_appendable(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture):
+    """A crash in the middle of an append leaves a torn last line; the next append must not join it."""
+    path = storage_path("s", tmp_path)
+    study = Study("s", path, seed=0, create=True)
+    for value in (0.1, 0.2):
+        number, _ = study.ask()
+        study.tell_value(number, value)
+    del study
+    torn = b'{"op_code":5,"worker_id":"x","trial_id":1,"sta'
+    with open(path, "ab") as f:
+        f.write(torn)
+    resumed = Study("s", path, seed=0, create=False)
+    assert f"half-written last line ({len(torn)} bytes)" in caplog.text
+    number, _ = resumed.ask()
+    resumed.tell_value(number, 0.3)
+    reader = Study("s", path, seed=0, create=False, writer=False)
+    assert [(t.state, t.value) for t in reader.trials()] == [("COMPLETE", 0.1), ("COMPLETE", 0.2), ("COMPLETE", 0.3)]
+
+
+def test_a_journal_that_cannot_be_replayed_is_one_clear_error(tmp_path: Path):
+    path = storage_path("s", tmp_path)
+    study = Study("s", path, seed=0, create=True)
+    study.ask()
+    del study
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + b"not json\n" + b"".join(lines[1:]))
+    with pytest.raises(StudyError, match=r"s\.journal: the journal cannot be replayed"):
+        Study("s", path, seed=0, create=False)
+
+
+def test_the_writer_reads_back_what_it_wrote_as_a_replay_would(tmp_path: Path):
+    """The owner answers its reads from the lines it appended; Optuna refusing one of them (an attribute
+    on a finished trial) must leave it where a replay of the file would be."""
+    path = storage_path("s", tmp_path)
+    study = Study("s", path, seed=0, create=True)
+    first, _ = study.ask()
+    study.tell_value(first, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        study.set_attrs(first, late=True)
+    second, _ = study.ask()
+    study.set_attrs(second, rig="a")
+    study.tell_fail(second, "attempt 1 on a: exit")
+    reader = Study("s", path, seed=0, create=False, writer=False)
+    assert reader.trials() == study.trials() and len(study.trials()) == 2
+
+
+def test_syncs_are_outside_the_lock_and_one_fsync_serves_every_append_before_it(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch):
+    study = Study("s", storage_path("s", tmp_path), seed=0, create=True)
+    held: list[bool] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (held.append(study.lock.locked()), real_fsync(fd))[1])
+    number, _ = study.ask()
+    study.set_attrs(number, rig="a")
+    study.sync()
+    study.sync()  # nothing appended since: no second fsync
+    study.tell_value(number, 0.5)
+    assert held == [False, False]

@@ -1,0 +1,298 @@
+"""Asks computed in other processes, so that a free slot finds its next trial's parameters ready.
+
+A TPE ask over 1,000 trials is about ten milliseconds of Python and numpy, and the head's slot threads
+share one GIL. An ask process replays the study's journal read-only (study.read_only_storage: Optuna's
+JournalStorage over a backend that refuses writes, reading only the lines added since its last read)
+and, on request, proposes the parameters the study's sampler would suggest for a new trial, given the
+trials as the journal has them. The head stores a proposal as a new trial (coordinator/study.py), so the journal,
+which the head alone writes, stays the one source of truth: an ask process holds no trial, and one that
+dies loses or repeats nothing. Each ask process has its own sampler seed, derived from the study's.
+
+Freshness. A study's changes are counted as its trials plus its finished trials: one per ask, one per
+tell. A proposal records the count it saw, and may be used while at most one change per
+`IN_FLIGHT_PER_MISSED` trials in flight came after it, about one trial's ask and tell per four in flight
+(the study says how many fly: see Study). With many, TPE's constant liar already treats them as unknown
+and a few more change little; with one, a proposal must have seen every result, so it could only be
+computed after the last tell, and the head computing it itself is quicker than waiting for one: then
+`take` gives none and no process computes. A proposal too old is computed again as soon as it is, so
+the next ask finds it done or nearly.
+
+Life. `AskPool` starts its processes from its own thread, which lives as long as the pool. Each process
+asks the kernel to kill it when that thread ends (PR_SET_PDEATHSIG: the coordinator's death, even by
+SIGKILL) and exits when its requests pipe closes. One that dies after it has served is started again;
+one that dies before is not (the fault is in its start). With no process up, asks are made in the head.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+RESTARTS = 5  # over the pool's life, for processes that had served
+LATE_S = 1.0  # a request older than this is no longer waited for
+IN_FLIGHT_PER_MISSED = 2
+
+
+@dataclass(frozen=True)
+class Proposal:
+    params: dict[str, Any]
+    seen: int  # the study's changes (`changes`) when it was computed
+
+
+def changes(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """A study's changes so far: one per trial asked, one per trial told."""
+    return len(trials) + sum(t.state.is_finished() for t in trials)
+
+
+def ask_seed(seed: int, index: int) -> int:
+    """Ask process `index`'s sampler seed: distinct per process (two with one seed would propose the
+    same point), reproducible from the study's seed."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+@dataclass
+class _Process:
+    index: int
+    popen: subprocess.Popen | None = None
+    served: bool = False  # has delivered a proposal
+    requested: int | None = None  # the study's changes when the pending request was sent; None: idle
+    since: float = 0.0  # when it was sent
+    proposal: Proposal | None = None
+
+
+class AskPool:
+    """`processes` ask processes over the journal at `path`. Thread-safe; `close` is safe to call twice."""
+
+    def __init__(self, path: Path, study: str, seed: int, processes: int):
+        self._path, self._study, self._seed = path, study, seed
+        self._procs = [_Process(i) for i in range(processes)]
+        self._cond = threading.Condition()
+        self._changes = self._in_flight = 0  # as the study last said
+        self._restarts = RESTARTS
+        self._closing = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._thread = threading.Thread(target=self._keep, name="ask-pool", daemon=True)
+        self._thread.start()
+
+    # -- the study's side --------------------------------------------------------------------------
+
+    def take(self, changes: int, in_flight: int) -> Proposal | None:
+        """A proposal fresh enough for the study's `changes` and trials `in_flight`, waiting while one is
+        on its way; else the freshest there is. None when no process is up, or no change may be missed."""
+        with self._cond:
+            self._changes, self._in_flight = changes, in_flight
+            while self._allowed:
+                ready = [p for p in self._procs if p.proposal is not None]
+                best = max(ready, key=lambda p: p.proposal.seen if p.proposal else 0, default=None)
+                if best is not None and self._usable(best.proposal):
+                    return self._pop(best)
+                if not self._coming():
+                    self._refresh()
+                if not self._coming():
+                    return None if best is None else self._pop(best)
+                self._cond.wait(LATE_S)
+            return None
+
+    def changed(self, changes: int, in_flight: int) -> None:
+        """The study changed: idle processes whose proposal would be refused now compute a new one."""
+        with self._cond:
+            self._changes, self._in_flight = changes, in_flight
+            self._refresh()
+
+    def close(self) -> None:
+        """Stop the processes and the pool's thread."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+
+    # -- requests (lock held) ------------------------------------------------------------------------
+
+    @property
+    def _allowed(self) -> int:
+        """The changes a proposal may have missed."""
+        return self._in_flight // IN_FLIGHT_PER_MISSED
+
+    def _usable(self, proposal: Proposal | None) -> bool:
+        return proposal is not None and self._changes - proposal.seen <= self._allowed
+
+    def _computing(self, proc: _Process) -> bool:
+        """Computing a proposal that will be usable."""
+        return proc.requested is not None and self._changes - proc.requested <= self._allowed
+
+    def _coming(self) -> bool:
+        """A process that has served is computing, and is not late: its proposal is usable, or once it
+        arrives, a usable one is requested."""
+        return any(p.requested is not None and p.served and time.monotonic() - p.since < LATE_S
+                   for p in self._procs)
+
+    def _pop(self, proc: _Process) -> Proposal:
+        proposal, proc.proposal = proc.proposal, None
+        assert proposal is not None
+        return proposal
+
+    def _refresh(self) -> None:
+        """Idle processes without a usable proposal compute one (none while no change may be missed)."""
+        wanted = len(self._procs) if self._allowed else 0
+        usable = sum(self._computing(p) or (p.requested is None and self._usable(p.proposal)) for p in self._procs)
+        for proc in self._procs:
+            if usable >= wanted:
+                return
+            if proc.popen is not None and proc.requested is None and not self._usable(proc.proposal):
+                self._request(proc)
+                usable += 1
+
+    def _request(self, proc: _Process) -> None:
+        assert proc.popen is not None and proc.popen.stdin is not None
+        try:
+            proc.popen.stdin.write(b"propose\n")
+            proc.popen.stdin.flush()
+        except OSError:  # it has died: the pool's thread sees its output close
+            return
+        proc.requested, proc.since = self._changes, time.monotonic()
+
+    # -- the pool's thread -------------------------------------------------------------------------
+
+    def _keep(self) -> None:
+        """Start the processes, read their proposals, start again those that die; at close, stop them."""
+        try:
+            with self._cond:
+                for proc in self._procs:
+                    self._start(proc)
+            while not self._closing:
+                for key, _ in self._selector.select():
+                    if key.data is not None:
+                        self._read(key.data)
+        finally:
+            self._stop_all()
+
+    def _start(self, proc: _Process) -> None:
+        """Lock held."""
+        code = str(Path(__file__).resolve().parents[1])  # the head's own code, wherever it runs from
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])}
+        args = [str(self._path), self._study, str(ask_seed(self._seed, proc.index)), str(os.getpid())]
+        proc.popen = subprocess.Popen([sys.executable, "-m", "coordinator.ask_pool", *args],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._selector.register(proc.popen.stdout, selectors.EVENT_READ, proc)
+        proc.served, proc.proposal, proc.requested = False, None, None
+        self._request(proc)
+
+    def _read(self, proc: _Process) -> None:
+        assert proc.popen is not None and proc.popen.stdout is not None
+        line = proc.popen.stdout.readline()
+        with self._cond:
+            if line:
+                message = json.loads(line)
+                proc.proposal = Proposal(message["params"], message["seen"])
+                proc.served, proc.requested = True, None
+                self._refresh()  # it may be too old already
+            else:
+                self._died(proc)
+            self._cond.notify_all()
+
+    def _died(self, proc: _Process) -> None:
+        """Lock held."""
+        popen = proc.popen
+        assert popen is not None and popen.stdin is not None and popen.stdout is not None
+        self._selector.unregister(popen.stdout)
+        code = popen.wait()
+        popen.stdout.close()
+        popen.stdin.close()
+        served, proc.popen, proc.requested, proc.proposal = proc.served, None, None, None
+        if self._closing:
+            return
+        if served and self._restarts > 0:
+            self._restarts -= 1
+            log.warning("ask process %d exited (status %s); starting it again", proc.index, code)
+            self._start(proc)
+        else:
+            log.warning("ask process %d exited (status %s); the head asks in its place", proc.index, code)
+
+    def _stop_all(self) -> None:
+        """An ask process holds nothing worth a goodbye: killed, and reaped."""
+        with self._cond:
+            popens = [p.popen for p in self._procs if p.popen is not None]
+            for proc in self._procs:
+                proc.popen, proc.requested, proc.proposal = None, None, None
+        for popen in popens:
+            popen.kill()
+            popen.wait()
+            for pipe in (popen.stdin, popen.stdout):
+                assert pipe is not None
+                pipe.close()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+# -- proposing -----------------------------------------------------------------------------------------
+
+
+def propose(storage: optuna.storages.BaseStorage, study_name: str, sampler: optuna.samplers.BaseSampler,
+            dists: dict[str, Any]) -> Proposal:
+    """What `study.ask(dists)` would suggest for the next trial, without writing anything: TPE's
+    `_sample_relative` is its `sample_relative` less the write that shares the result with other
+    processes, and each parameter it leaves out is sampled as Trial._suggest does. A fresh Study object
+    each time: Optuna caches the trials per Study object and thread."""
+    study = optuna.Study(study_name=study_name, storage=storage, sampler=sampler)
+    trials = study.get_trials(deepcopy=False)
+    trial = optuna.trial.FrozenTrial(
+        number=len(trials), state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=None,
+        datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+        intermediate_values={}, trial_id=-1)
+    sampler.before_trial(study, trial)
+    space = sampler.infer_relative_search_space(study, trial)
+    relative = sampler._sample_relative(study, trial, space)  # type: ignore[attr-defined]
+    params = {name: relative[name] if name in relative else sampler.sample_independent(study, trial, name, dist)
+              for name, dist in dists.items()}
+    return Proposal(params, changes(trials))
+
+
+def _die_with_parent(parent: int) -> bool:
+    """Ask for SIGKILL when the thread that started this process ends; False if it already has."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux; elsewhere the closed pipe
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == parent
+
+
+def main(argv: list[str]) -> int:
+    """`python -m coordinator.ask_pool JOURNAL STUDY SEED PARENT_PID`: one proposal per request line."""
+    path, name, seed, parent = argv
+    if not _die_with_parent(int(parent)):
+        return 0
+    from coordinator.study import distributions, make_sampler, read_only_storage
+
+    storage = read_only_storage(Path(path))
+    sampler, dists = make_sampler(int(seed)), distributions()
+    for _ in sys.stdin.buffer:
+        proposal = propose(storage, name, sampler, dists)
+        sys.stdout.write(json.dumps({"params": proposal.params, "seen": proposal.seen}) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,313 @@
+"""An exact, faster TPE ask for the study's sampler (used only by coordinator/study.py).
+
+At 1,000 trials most of a TPE ask repeats the previous ask's work. It rebuilds every finished trial's
+internal representation and infeasibility score. It evaluates truncated-Gaussian masses (the integer
+parameters' kernels, every kernel's normaliser) through a scalar Python function per element, behind a
+cache far too small to keep them. `FastTPESampler` keeps what each finished trial contributes, and its
+Parzen estimators look masses up in caches of the ones computed before. Every float is computed by the
+same operations in the same order as in Optuna, so the suggestions are bit-identical to TPESampler's
+(tests/test_fast_tpe.py).
+
+This reaches into private parts of Optuna 5.0's TPE, and so do the ask processes' proposals
+(coordinator/ask_pool.py). Their source is fingerprinted: on an Optuna whose code there is not the code
+checked here, `make_tpe` returns the plain TPESampler (slower, the same suggestions) and the study asks
+with Optuna's own `study.ask`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers._tpe import _erf, _truncnorm, parzen_estimator, probability_distributions
+from optuna.samplers._tpe import sampler as tpe_sampler
+from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
+from optuna.samplers._tpe.probability_distributions import _BatchedCategoricalDistributions
+from optuna.trial import FrozenTrial
+
+TPE = optuna.samplers.TPESampler
+# What the fast path relies on: the Parzen estimator, its mixture's log-density and the truncated-normal
+# functions it reproduces (whole modules), the sampler's code around the representation and the split;
+# and what a proposal made without a trial relies on: the sampling steps of an ask and their callers.
+CHECKED_SOURCES = (probability_distributions, parzen_estimator, _truncnorm, _erf, TPE._get_internal_repr,
+                   TPE._get_params, TPE._build_parzen_estimator, TPE._compute_acquisition_func, TPE._sample,
+                   tpe_sampler._split_trials, tpe_sampler._get_infeasible_trial_score, TPE.sample_relative,
+                   TPE._sample_relative, TPE.sample_independent, optuna.trial.Trial._suggest,
+                   optuna.trial.Trial._is_relative_param, optuna.Study._get_trials)
+CHECKED_FINGERPRINT = "7dd6b4958fa40e0f"
+
+
+def fingerprint() -> str | None:
+    """A digest of the checked Optuna source; None where it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        for obj in CHECKED_SOURCES:
+            digest.update(inspect.getsource(obj).encode())
+    except (OSError, TypeError):
+        return None
+    return digest.hexdigest()[:16]
+
+
+ACTIVE = fingerprint() == CHECKED_FINGERPRINT
+
+
+def make_tpe(**settings: Any) -> TPE:
+    """TPESampler(**settings), fast where the installed Optuna is the one checked."""
+    return (FastTPESampler if ACTIVE else TPE)(**settings)
+
+
+_infeasible_score = tpe_sampler._get_infeasible_trial_score
+_finished_scores: dict[int, tuple[FrozenTrial, float]] = {}
+SCORES_KEPT = 1 << 17
+
+
+def _kept_infeasible_score(trial: FrozenTrial) -> float:
+    """Optuna's infeasibility score of a trial, remembered for finished trials (which never change).
+    `_split_trials` calls it for every trial at every ask; it is Optuna's module function, so it is
+    replaced for the process (by FastTPESampler), with the same values."""
+    kept = _finished_scores.get(id(trial))
+    if kept is not None and kept[0] is trial:
+        return kept[1]
+    score = _infeasible_score(trial)
+    if trial.state.is_finished():
+        if len(_finished_scores) >= SCORES_KEPT:
+            _finished_scores.clear()
+        _finished_scores[id(trial)] = (trial, score)
+    return score
+
+
+def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    keys = np.empty(a.size, dtype=complex)
+    keys.real, keys.imag = a.ravel(), b.ravel()
+    return keys
+
+
+class _MassCache:
+    """`_truncnorm._log_gauss_mass(a, b)` for arrays of (a, b), remembered across asks. The function is
+    elementwise, so a value computed in one call is the value any later call would compute. Lookups are
+    vectorised: (a, b) as a complex key in a large sorted array, and a small one for recent keys, merged
+    into it when full. Pairs with a NaN are computed, never stored."""
+
+    RECENT = 4096
+    LIMIT = 1 << 19  # keys kept (about 12 MB); then it starts afresh
+
+    def __init__(self) -> None:
+        empty = np.empty(0, dtype=complex), np.empty(0)
+        self._tiers = [empty, empty]  # (sorted keys, values): the large one, the recent one
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        keys = _pair_keys(a, b)
+        out = np.empty(keys.size)
+        missing = np.arange(keys.size)
+        for tier_keys, tier_values in self._tiers:
+            found = self._find(tier_keys, keys[missing])
+            out[missing[found >= 0]] = tier_values[found[found >= 0]]
+            missing = missing[found < 0]
+        if missing.size:
+            new, where = np.unique(keys[missing], return_inverse=True)
+            values = _truncnorm._log_gauss_mass(new.real, new.imag)
+            out[missing] = values[where]
+            keep = ~np.isnan(new)
+            self._remember(new[keep], values[keep])
+        return out.reshape(a.shape)
+
+    @staticmethod
+    def _find(tier_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Each key's index in the sorted tier, or -1."""
+        if not tier_keys.size:
+            return np.full(keys.size, -1)
+        at = np.minimum(np.searchsorted(tier_keys, keys), tier_keys.size - 1)
+        return np.where(tier_keys[at] == keys, at, -1)
+
+    def _remember(self, keys: np.ndarray, values: np.ndarray) -> None:
+        (big_keys, big_values), (recent_keys, recent_values) = self._tiers
+        keys, values = np.concatenate([recent_keys, keys]), np.concatenate([recent_values, values])
+        order = np.argsort(keys)
+        self._tiers[1] = keys[order], values[order]
+        if keys.size >= self.RECENT:
+            if big_keys.size + keys.size > self.LIMIT:
+                big_keys, big_values = big_keys[:0], big_values[:0]
+            merged_keys, merged_values = np.concatenate([big_keys, keys]), np.concatenate([big_values, values])
+            order = np.argsort(merged_keys)
+            self._tiers = [(merged_keys[order], merged_values[order]), (keys[:0], values[:0])]
+
+
+class _GridMasses:
+    """The Gaussian masses of an integer parameter's kernels (integer bounds and step, no log), in
+    tables kept across asks. Its samples are integers and its kernels' means integers or, for the
+    prior, a half-integer, so Optuna's `(x - step/2 - mu) / sigma` is exact up to the one division by
+    sigma: kernel k's log mass over a sample's step depends on (x - mu_k, sigma_k) alone, and its mass
+    over the whole range on (mu_k - low, sigma_k). A kernel's sigma is one of a few values (clipped
+    gaps between neighbours), so the tables have a row per sigma and a column per half-step offset.
+    Entries are `_truncnorm._log_gauss_mass` of the same floats as Optuna's, computed when first
+    needed (NaN until then)."""
+
+    MAX_ROWS = 256  # distinct sigmas kept; then the tables start afresh
+
+    def __init__(self, low: int, high: int, step: int):
+        self.low, self.high, self.step = low, high, step
+        self.reach = 2 * (high - low)  # the largest |2 (x - mu)|
+        self._clear()
+
+    def _clear(self) -> None:
+        self._rows: dict[float, int] = {}
+        self._sigma = np.empty(0)
+        self._mass = np.empty((0, 2 * self.reach + 1))  # column: 2 (x - mu) + reach
+        self._norm = np.empty((0, self.reach + 1))  # column: 2 (mu - low)
+
+    def add(self, total: np.ndarray, x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> bool:
+        """`total` plus each kernel's log mass over each sample's step, less its log mass over the range;
+        False (nothing added) unless the samples and the means are on the grid this relies on."""
+        twice_mu = 2 * mu
+        if not (_on_grid(x, self.low, self.high) and _on_grid(twice_mu, 2 * self.low, 2 * self.high)):
+            return False
+        sigmas, sigma_of = np.unique(sigma, return_inverse=True)
+        if len(self._rows) + len(sigmas) > self.MAX_ROWS:
+            self._clear()
+        rows = np.array([self._row(value) for value in sigmas])[sigma_of]
+        mass = self._lookup(self._mass, rows, (2 * x[:, None] - twice_mu).astype(np.intp) + self.reach,
+                            lambda cols: (cols - self.reach - self.step) / 2, lambda cols: (cols - self.reach
+                                                                                             + self.step) / 2)
+        norm = self._lookup(self._norm, rows, (twice_mu - 2 * self.low).astype(np.intp),
+                            lambda cols: -(cols + self.step) / 2, lambda cols: (self.reach - cols + self.step) / 2)
+        total += mass
+        total -= norm
+        return True
+
+    def _row(self, sigma: float) -> int:
+        row = self._rows.get(sigma)
+        if row is None:
+            row = self._rows[sigma] = len(self._rows)
+            self._sigma = np.append(self._sigma, sigma)
+            self._mass = np.vstack([self._mass, np.full(self._mass.shape[1], np.nan)])
+            self._norm = np.vstack([self._norm, np.full(self._norm.shape[1], np.nan)])
+        return row
+
+    def _lookup(self, table: np.ndarray, rows: np.ndarray, cols: np.ndarray, left: Any, right: Any) -> np.ndarray:
+        """table[rows, cols], its missing entries computed from the exact numerators left(cols) and
+        right(cols) of the interval's ends, divided by the row's sigma."""
+        values = table[rows, cols]
+        missing = np.isnan(values)
+        if missing.any():
+            need_rows, need_cols = np.broadcast_to(rows, cols.shape)[missing], cols[missing]
+            pairs = np.unique(need_rows * table.shape[1] + need_cols)
+            pair_rows, pair_cols = np.divmod(pairs, table.shape[1])
+            sigma = self._sigma[pair_rows]
+            table[pair_rows, pair_cols] = _truncnorm._log_gauss_mass(left(pair_cols) / sigma, right(pair_cols) / sigma)
+            values = table[rows, cols]
+        return values
+
+
+def _on_grid(values: np.ndarray, low: float, high: float) -> bool:
+    return bool(np.all(values == np.round(values)) and values.min() >= low and values.max() <= high)
+
+
+def _grid_key(dist: Any) -> tuple[int, int, int] | None:
+    """An integer parameter's (low, high, step), or None where the grid tables do not apply."""
+    bounds = (dist.low, dist.high, dist.step)
+    if dist.is_log or not all(float(b).is_integer() for b in bounds):
+        return None
+    return int(dist.low), int(dist.high), int(dist.step)
+
+
+class _CachedParzenEstimator(_ParzenEstimator):
+    """Optuna's Parzen estimator whose log-density takes its Gaussian masses from caches shared across
+    asks. It computes what `_MixtureOfProductDistribution.log_pdf` computes, term by term in the same
+    order. Where a precondition of the caches fails (a log-scaled or fractional step, a sample outside
+    a kernel's bounds, where Optuna substitutes -inf), the whole log-density is Optuna's."""
+
+    def __init__(self, observations: dict[str, np.ndarray], search_space: dict[str, BaseDistribution],
+                 parameters: _ParzenEstimatorParameters, predetermined_weights: np.ndarray | None = None, *,
+                 masses: _MassCache, grids: dict[tuple[int, int, int], _GridMasses]):
+        super().__init__(observations, search_space, parameters, predetermined_weights)
+        self._masses, self._grids = masses, grids
+
+    def log_pdf(self, samples_dict: dict[str, np.ndarray]) -> np.ndarray:
+        x = self._transform(samples_dict)
+        mixture = self._mixture_distribution
+        total = np.zeros((len(x), len(mixture.weights)))
+        continuous = []
+        for i, dist in enumerate(mixture.distributions):
+            if isinstance(dist, _BatchedCategoricalDistributions):
+                total += np.log(dist.weights)[:, x[:, i].astype(np.int64)].T
+            elif dist.step == 0.0:
+                continuous.append((x[:, i], dist))
+            elif not self._add_discrete(total, x[:, i], dist):
+                return mixture.log_pdf(x)
+        if continuous and not self._add_continuous(total, continuous):
+            return mixture.log_pdf(x)
+        total += np.log(mixture.weights)
+        top = total.max(axis=1)
+        top[np.isneginf(top)] = 0
+        with np.errstate(divide="ignore"):
+            return np.log(np.exp(total - top[:, None]).sum(axis=1)) + top
+
+    def _add_discrete(self, total: np.ndarray, x: np.ndarray, dist: Any) -> bool:
+        key = _grid_key(dist)
+        if key is None:
+            return False
+        if key not in self._grids:
+            self._grids[key] = _GridMasses(*key)
+        return self._grids[key].add(total, x, dist.mu, dist.sigma)
+
+    def _add_continuous(self, total: np.ndarray, continuous: list[tuple[np.ndarray, Any]]) -> bool:
+        """The truncated-normal log-densities of the continuous parameters, summed; False (nothing added)
+        where a sample lies outside its bounds or a kernel has none."""
+        x = np.stack([np.log(xi) if d.is_log else xi for xi, d in continuous], axis=-1)
+        low = np.array([d.adapted_low for _, d in continuous])
+        high = np.array([d.adapted_high for _, d in continuous])
+        mu = np.stack([d.mu for _, d in continuous], axis=-1)
+        sigma = np.stack([d.sigma for _, d in continuous], axis=-1)
+        a, b = (low - mu) / sigma, (high - mu) / sigma
+        if not (np.all(x >= low) and np.all(x <= high)) or np.any(a == b):
+            return False
+        z = (x[:, None, :] - mu) / sigma  # within [a, b]: division by a positive sigma keeps the order
+        total += (_truncnorm._norm_logpdf(z) - self._masses(a, b) - np.log(sigma)).sum(axis=-1)
+        return True
+
+
+class FastTPESampler(TPE):
+    """TPESampler with the same constructor and the same suggestions: a finished trial's internal
+    representation is computed once (a finished FrozenTrial never changes: the journal replay and the
+    in-memory storage refuse updates to it), and Gaussian masses come from caches kept across asks.
+    Running trials are read afresh at every ask, since their parameters can still change. One ask at a
+    time: the study asks under its lock, an ask process has one thread."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        tpe_sampler._get_infeasible_trial_score = _kept_infeasible_score
+        self._masses = _MassCache()
+        self._grids: dict[tuple[int, int, int], _GridMasses] = {}
+        self._parzen_estimator_cls = self._estimator
+        self._rows: dict[int, tuple[FrozenTrial, tuple[float, ...] | None]] = {}
+        self._rows_space: tuple[tuple[str, BaseDistribution], ...] = ()
+
+    def _estimator(self, *args: Any) -> _CachedParzenEstimator:
+        return _CachedParzenEstimator(*args, masses=self._masses, grids=self._grids)
+
+    def _get_internal_repr(self, trials: list[FrozenTrial], search_space: dict[str, BaseDistribution],
+                           study: optuna.Study) -> dict[str, np.ndarray]:
+        """The values TPESampler._get_internal_repr gives, as float64 columns (categorical indices are
+        small integers, exact in a float; the estimator turns every column into float64 anyway)."""
+        space = tuple(search_space.items())
+        rows = []
+        if space != self._rows_space:
+            self._rows, self._rows_space = {}, space
+        for trial in trials:
+            cached = self._rows.get(trial._trial_id)
+            if cached is not None and cached[0] is trial:
+                row = cached[1]
+            else:
+                params = self._get_params(trial, study)
+                row = (tuple(dist.to_internal_repr(params[name]) for name, dist in space)
+                       if search_space.keys() <= params.keys() else None)
+                if trial.state.is_finished():
+                    self._rows[trial._trial_id] = (trial, row)
+            if row is not None:
+                rows.append(row)
+        table = np.array(rows, dtype=float).reshape(len(rows), len(space))
+        return {name: table[:, j] for j, (name, _) in enumerate(space)}

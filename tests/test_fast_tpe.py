@@ -1,0 +1,106 @@
+"""The exact, faster TPE: active on the installed Optuna, the same suggestions as TPESampler, and the
+plain sampler where the Optuna code it relies on differs."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers._tpe import _truncnorm
+from optuna.samplers._tpe import sampler as tpe_sampler
+from optuna.trial import TrialState
+
+from coordinator import fast_tpe
+from coordinator.study import distributions, make_sampler
+from worker.params import random_params
+
+SETTINGS = {"seed": 3, "constant_liar": True, "multivariate": True, "n_startup_trials": 10}
+
+
+def test_the_fast_path_is_active_on_the_installed_optuna():
+    """An Optuna upgrade that changes the code the fast path relies on fails here, loudly; the coordinator
+    itself would fall back to the plain sampler."""
+    assert fast_tpe.fingerprint() == fast_tpe.CHECKED_FINGERPRINT and fast_tpe.ACTIVE
+    assert type(make_sampler(0)) is fast_tpe.FastTPESampler
+
+
+def suggestions(sampler: optuna.samplers.BaseSampler, existing: int, asks: int) -> list[list[str]]:
+    """Every suggested value's repr, with 25 trials in flight, results told oldest first, every 7th a FAIL."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    dists, rng = distributions(), np.random.default_rng(0)
+    study.add_trials([optuna.trial.create_trial(params=random_params(rng), distributions=dists,
+                                                value=float(rng.uniform(-0.2, 0.5))) for _ in range(existing)])
+    out, running = [], []
+    for i in range(asks):
+        trial = study.ask(dists)
+        out.append([repr(trial.params[name]) for name in dists])
+        running.append(trial)
+        if len(running) > 25:
+            oldest = running.pop(0)
+            if i % 7 == 0:
+                study.tell(oldest, state=TrialState.FAIL)
+            else:
+                study.tell(oldest, float(rng.uniform(-0.2, 0.5)))
+    return out
+
+
+@pytest.mark.parametrize(("existing", "asks"), [(0, 90), (300, 30)])
+def test_suggestions_are_bit_identical_to_plain_tpe(existing: int, asks: int, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(tpe_sampler, "_get_infeasible_trial_score", fast_tpe._infeasible_score)
+    plain = suggestions(optuna.samplers.TPESampler(**SETTINGS), existing, asks)
+    fast = fast_tpe.FastTPESampler(**SETTINGS)
+    assert suggestions(fast, existing, asks) == plain
+    assert fast._grids and fast._rows  # the caches served, rather than Optuna's fallbacks
+
+
+def test_an_optuna_whose_code_differs_gets_the_plain_sampler(monkeypatch: pytest.MonkeyPatch):
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + ("#" if obj is fast_tpe._truncnorm else ""))
+    assert fast_tpe.fingerprint() != fast_tpe.CHECKED_FINGERPRINT
+    monkeypatch.setattr(fast_tpe, "ACTIVE", False)
+    assert type(make_sampler(0)) is optuna.samplers.TPESampler
+
+
+def test_the_mass_cache_gives_optunas_values(monkeypatch: pytest.MonkeyPatch):
+    """Each (a, b) as `_truncnorm._log_gauss_mass` computes it, whether first seen, recent, merged into
+    the large tier or after a restart; NaN and both zeros included."""
+    monkeypatch.setattr(fast_tpe._MassCache, "RECENT", 64)
+    monkeypatch.setattr(fast_tpe._MassCache, "LIMIT", 300)
+    rng = np.random.default_rng(1)
+    cache = fast_tpe._MassCache()
+    for _ in range(12):  # a == b gives log(0): a warning, as in Optuna
+        a = np.round(rng.normal(0, 8, 150), 1)
+        b = a + np.round(rng.uniform(0, 5, 150), 1)
+        a[:3], b[:3] = [np.nan, -0.0, 0.0], [1.0, 0.5, 0.5]
+        np.testing.assert_array_equal(cache(a.reshape(10, 15), b.reshape(10, 15)),
+                                      _truncnorm._log_gauss_mass(a, b).reshape(10, 15))
+
+
+@pytest.mark.parametrize("dist", [IntDistribution(0, 20), IntDistribution(0, 20, step=2),
+                                  IntDistribution(1, 64, log=True), FloatDistribution(0.0, 1.0, step=0.1),
+                                  FloatDistribution(1e-4, 1.0, log=True)])
+def test_the_estimators_log_density_is_optunas(dist: optuna.distributions.BaseDistribution):
+    """On the grid the caches apply to and off it (a log or fractional step, a sample outside the bounds)."""
+    rng = np.random.default_rng(2)
+    space = {"c": CategoricalDistribution(("a", "b", "c")), "x": dist, "y": IntDistribution(3, 9),
+             "f": FloatDistribution(-1.0, 1.0), "g": FloatDistribution(0.0, 5.0)}
+    sampler = fast_tpe.FastTPESampler(**SETTINGS)
+    observed = {"c": rng.integers(0, 3, 40).astype(float), "x": _values(dist, rng, 40),
+                "y": _values(space["y"], rng, 40), "f": rng.uniform(-1, 1, 40), "g": rng.uniform(0, 5, 40)}
+    estimator = sampler._estimator(observed, space, sampler._parzen_estimator_parameters)
+    samples = estimator.sample(np.random.RandomState(0), 24)
+    samples["f"][0] = 1.5  # outside: Optuna gives -inf for that kernel mixture's term
+    for batch in (samples, {k: v[1:] for k, v in samples.items()}):
+        expected = estimator._mixture_distribution.log_pdf(estimator._transform(batch))
+        np.testing.assert_array_equal(estimator.log_pdf(batch), expected)
+
+
+def _values(dist: IntDistribution | FloatDistribution, rng: np.random.Generator, n: int) -> np.ndarray:
+    """`n` observations of the parameter, in its internal representation."""
+    if dist.log:
+        values = np.exp(rng.uniform(np.log(dist.low), np.log(dist.high), n))
+        return np.round(values) if isinstance(dist, IntDistribution) else values
+    return dist.low + dist.step * rng.integers(0, round((dist.high - dist.low) / dist.step) + 1, n)
