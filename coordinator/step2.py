@@ -141,7 +141,8 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout,
                             plan.settings, stop_requested)
     finally:
         opened.close()
-        study.close()  # its ask processes
+        if study is not None:
+            study.close()  # its ask processes (the study reads on)
     finished = _finished(study)
     config, previous, found = None, None, optimum(study, plan.confirm_top) if plan.confirm_top else None
     done = study.best() and not summary.stopped and not summary.unfinished and finished >= plan.meta["trials"]
