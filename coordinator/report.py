@@ -336,7 +336,7 @@ def show(summary: dict[str, Any], console: Console) -> None:
                    g["replicates"], "-" if g["median_share"] is None else f"{g['median_share']:.3f}",
                    g["in_top_1pct"]) for g in s["generators"]])
     if s["accuracy"]:
-        _section(console, "accuracy (Spearman ρ) of the complete trials", tuple(s["accuracy"]),
+        _section(console, f"accuracy ({s['objective']}) of the complete trials", tuple(s["accuracy"]),
                  [tuple(s["accuracy"].values())])
     if s["rigs"]:
         _section(console, "rigs", ("rig", "complete", "failed attempts"),
