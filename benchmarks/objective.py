@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from scipy.stats import f as fisher
 from scipy.stats import t as student
 
 from benchmarks.data import demo_folders
@@ -89,11 +90,20 @@ def pool() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(PROCESSES, mp_context=multiprocessing.get_context("spawn"))
 
 
+def ratio_interval(ratio: float, n_fixed: int, n_random: int) -> list[float]:
+    """A 95% interval for a ratio of two s.d.s from n_fixed and n_random values (F distribution, as if
+    both were normal): with 10 and 30 values it spans about 0.6x to 1.9x the ratio measured."""
+    df1, df2 = n_fixed - 1, n_random - 1
+    low, high = ratio / math.sqrt(fisher.ppf(0.975, df1, df2)), ratio * math.sqrt(fisher.ppf(0.975, df2, df1))
+    return [round(low, 4), round(high, 4)]
+
+
 def run_noise(work: Path) -> dict[str, Any]:
     """`objective_noise_ratio`: the s.d. of the value at fixed parameters across 10 trial numbers over
     its s.d. across 30 random parameter sets (trial numbers 100..129), on the demo, for the chosen
     design (DEFAULT_EVALUATION: replicates x eval_size survivors judged per trial) and for one sample
-    of 450 judged on itself (`old_design`). `trial_s`: seconds per trial of each."""
+    of 450 judged on itself (`old_design`). `trial_s`: seconds per trial of each; `interval`: the ratio's
+    95% interval, which 10 and 30 values leave wide."""
     demo, _ = demo_folders(work)
     out = {}
     for name, evaluation in (("design", DEFAULT_EVALUATION), ("old", OLD)):
@@ -102,13 +112,15 @@ def run_noise(work: Path) -> dict[str, Any]:
         with pool() as workers:
             done = list(workers.map(trial, *zip(*jobs, strict=True)))
         fixed, drawn = [r["value"] for r in done[:10]], [r["value"] for r in done[10:]]
-        out[name] = {"ratio": statistics.stdev(fixed) / statistics.stdev(drawn), "sd_fixed": statistics.stdev(fixed),
-                     "sd_random": statistics.stdev(drawn), "seconds": [r["seconds"] for r in done]}
+        ratio = statistics.stdev(fixed) / statistics.stdev(drawn)
+        out[name] = {"ratio": ratio, "interval": ratio_interval(ratio, len(fixed), len(drawn)),
+                     "sd_fixed": statistics.stdev(fixed), "sd_random": statistics.stdev(drawn),
+                     "seconds": [r["seconds"] for r in done]}
     design, old = out["design"], out["old"]
     return {"objective_noise_ratio": figure(
-        [design["ratio"]], "ratio", sd_fixed=figure([design["sd_fixed"]], "rho"),
+        [design["ratio"]], "ratio", interval=design["interval"], sd_fixed=figure([design["sd_fixed"]], "rho"),
         sd_random=figure([design["sd_random"]], "rho"), trial_s=figure(design["seconds"], "s"),
-        old_design=figure([old["ratio"]], "ratio", sd_fixed=figure([old["sd_fixed"]], "rho"),
+        old_design=figure([old["ratio"]], "ratio", interval=old["interval"], sd_fixed=figure([old["sd_fixed"]], "rho"),
                           sd_random=figure([old["sd_random"]], "rho"), trial_s=figure(old["seconds"], "s")),
         design={**DEFAULT_EVALUATION.__dict__, "sample_size": 450})}
 

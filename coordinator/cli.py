@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from coordinator.events import one_line
 from coordinator.live import view_for
-from coordinator.settings import OPTIMAL_CONFIG
+from coordinator.settings import CONFIRM_REPLICATES, CONFIRM_TOP, DEFAULT_EVALUATION, OPTIMAL_CONFIG
 from worker.objective import OBJECTIVES
 
 if TYPE_CHECKING:
@@ -226,28 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("step2", help="run the Step 2 scorer meta-optimisation over the rigs")
     p.add_argument("--rigs", type=Path, default=Path("rigs.toml"), help="inventory (default: rigs.toml)")
-    p.add_argument("--data", type=Path, help="data folder: survivors.npz|json, train_history.json, "
-                                              "holdout_history.json [, meta.json]")
+    p.add_argument("--data", type=Path, help="data folder: Step 1's output as it is (its survivors NPZ or JSON,"
+                                              " optimal_window_config.json, train_history.json, holdout_history"
+                                              ".json), or survivors.npz|json, the two histories [, meta.json]")
     p.add_argument("--trials", type=int, help="trials in the study (default: 100; on --resume: the study's,"
                                                  " and a larger N extends it to N)")
     p.add_argument("--sample-size", type=int, help="survivors each network trains on (default: 450, the proposal's)")
     p.add_argument("--replicates", type=int,
-                   help="networks per trial, each on its own sample; the value is their mean (default: 4)")
+                   help="networks per trial, each on its own sample; the value is their mean (default:"
+                        f" {DEFAULT_EVALUATION.replicates})")
     p.add_argument("--eval-size", type=int,
-                   help="survivors each network is judged on, its sample among them (default: 1500)")
-    p.add_argument("--nulls", type=int, help="permutations per trial for its chance level (default: 200)")
+                   help="survivors each network is judged on, its sample among them (default:"
+                        f" {DEFAULT_EVALUATION.eval_size})")
+    p.add_argument("--nulls", type=int,
+                   help=f"permutations per trial for its chance level (default: {DEFAULT_EVALUATION.nulls})")
     p.add_argument("--objective", choices=sorted(OBJECTIVES),
                    help="the figure the study optimises (default: spearman_rho, the proposal's)")
     p.add_argument("--confirm-top", type=int,
                    help="the search's best trials evaluated again on fresh samples when it ends; the optimum is the"
-                        " best confirmed (default: 5; 0: none, the search's best is written unconfirmed)")
-    p.add_argument("--confirm-replicates", type=int, help="networks per confirmation (default: 8)")
+                        f" best confirmed (default: {CONFIRM_TOP}; 0: none, the search's best is written unconfirmed)")
+    p.add_argument("--confirm-replicates", type=int,
+                   help=f"networks per confirmation, each on its own sample (default: {CONFIRM_REPLICATES})")
     p.add_argument("--seed", type=int, help="TPE sampler seed (default: 0)")
     p.add_argument("--trial-timeout", type=float, help="hard limit per attempt, s (default: 600; a resume may"
                                                        " change it)")
     _retry_options(p)
-    p.add_argument("--prng", help="PRNG type (default: from the data's meta.json)")
-    p.add_argument("--mod", type=int, help="draw modulus (default: from the data's meta.json)")
+    p.add_argument("--prng", help="PRNG type (default: from the data's meta.json or optimal_window_config.json)")
+    p.add_argument("--mod", type=int, help="draw modulus (default: from the data's meta.json; Step 1's folder states"
+                                           " none: its sieve compares draws mod 1000)")
     p.add_argument("--study", help="study name (default: scorer_meta_opt_<epoch>)")
     p.add_argument("--resume", metavar="STUDY", help="continue a study; settings that change its results"
                                                      " (data, PRNG, sample size, seed) cannot change")
