@@ -15,11 +15,11 @@ from worker.files import write_json_atomic
 
 OPTIMAL_CONFIG = "optimal_scorer_config.json"  # where Steps 3-6 read the optimum, unless told otherwise
 
-# The estimate's design, chosen by measurement (docs/BENCHMARKS.md, chapter 3): four networks, each
-# trained on the proposal's 450 survivors and judged on 1,500 of its own.
-DEFAULT_EVALUATION = Evaluation(replicates=4, eval_size=1500, nulls=200, objective="spearman_rho")
+# The estimate's design, chosen by measurement (docs/BENCHMARKS.md, chapter 3): ten networks, each
+# trained on the proposal's 450 survivors and judged on 1,500 of its own (15,000 of the demo's 16,976).
+DEFAULT_EVALUATION = Evaluation(replicates=10, eval_size=1500, nulls=200, objective="spearman_rho")
 CONFIRM_TOP = 5  # the search's best trials that are evaluated again on fresh samples
-CONFIRM_REPLICATES = 8  # networks per confirmation: twice the search's, for a tighter interval
+CONFIRM_REPLICATES = 11  # networks per confirmation: as many as the demo's pool holds at 1,500 each
 
 
 def confirm_evaluation(search: Evaluation, replicates: int = CONFIRM_REPLICATES) -> Evaluation:
