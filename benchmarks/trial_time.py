@@ -25,7 +25,7 @@ def run(work: Path, repeats: int = 5, typical: int = 10) -> dict[str, Any]:
     replaced system's trial) at worker.bench's heaviest corner of the search space (max_offset 15, 10
     windows of 200, residue mods 20/150/1000, hidden layers 256_128_64, batch size 32), a different
     sample each repeat, split into the trial's own phase timings; `trial_seconds_design`: the same at
-    the default design (DEFAULT_EVALUATION: 4 replicates, each trained on 450 and judged on 1,500,
+    the default design (DEFAULT_EVALUATION: 10 replicates, each trained on 450 and judged on 1,500,
     with 200 permutations for the chance level); `typical_s`: parameters drawn at random."""
     data, _ = demo_folders(work)
     cache: dict = {}

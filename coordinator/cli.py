@@ -72,6 +72,7 @@ def _print_step2(result: Step2Result) -> None:
     print(f"  study storage: {result.storage}")
     print(f"  trial results: {result.trials_dir}")
     _print_verdicts(result)
+    _print_generators(result)
     if result.config is not None:
         context = result.config["_run_context"]
         print(f"  best: trial {context['trial_number']} accuracy={result.config['accuracy']:.6f}"
@@ -104,6 +105,17 @@ def _print_verdicts(result: Step2Result) -> None:
         if name != result.objective and other.signal and not main.signal:
             print(f"  but {name} (the top-weighted figure) finds {other.words()}: the top of the ranking holds"
                   " structure the objective does not see")
+
+
+def _print_generators(result: Step2Result) -> None:
+    """On synthetic data whose truth is known: where each generating seed ranked (0: first of the
+    survivors a network judged)."""
+    for g in result.generators or []:
+        made = ", made the holdout" if g["made_the_holdout"] else ""
+        where = (f"median rank {g['median_share']:.3f} over {g['replicates']} networks that judged it, in the top 1%"
+                 f" in {g['in_top_1pct']}" if g["replicates"] else
+                 "in the pool, judged by no network" if g["in_pool"] else "not in the pool (the sieve left it out)")
+        print(f"  generating seed {g['seed']} (draws {g['draws'][0]}-{g['draws'][1]}{made}): {where}")
 
 
 def _run(args: argparse.Namespace) -> int:

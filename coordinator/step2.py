@@ -22,6 +22,7 @@ from coordinator.events import Event, EventKind, Watcher
 from coordinator.inventory import Rig
 from coordinator.options import Plan, Step2Options, plan_run
 from coordinator.outcome import Outcome
+from coordinator.report import generator_ranks, pool_seeds
 from coordinator.resume import reattach
 from coordinator.rig_server import RigServer
 from coordinator.rigs import OpenRigs, open_rigs
@@ -58,6 +59,7 @@ class Step2Result:
     optimum: Optimum | None  # the best confirmed trial (None: not confirmed, or no confirmation asked for)
     verdicts: dict[str, Verdict]  # per figure: the study's best against chance for the best of N
     objective: str  # the figure the study optimises
+    generators: list[dict[str, Any]] | None  # synthetic data: where each generating seed ranked
 
 
 def figures_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -151,9 +153,12 @@ def run_step2(opts: Step2Options, watcher: Watcher, out: TextIO = sys.stdout,
         config = results.write_optimal_config(opts.output, study, archive, plan.pool, started, plan.confirm_top,
                                               found)
     verdicts = {name: verdict(study.trials(), name) for name in OBJECTIVES}
+    meta = study.meta()
+    seeds = pool_seeds(opts.runs_dir / plan.name, meta)
+    generators = None if seeds is None else generator_ranks(study, meta, archive, seeds)
     return Step2Result(plan.name, study.path, plan.settings.run_id, summary, config, opts.output, previous,
                        archive.dir, opened.excluded, finished, plan.meta["trials"], found, verdicts,
-                       plan.meta["evaluation"]["objective"])
+                       plan.meta["evaluation"]["objective"], generators)
 
 
 def _check_stop(stop_requested: Callable[[], str | None]) -> None:

@@ -77,6 +77,14 @@ def test_step2_runs_on_the_folder_as_it_is_and_through_symlinks(mixed: Path, tmp
         assert all(sum(r["diagnostics"]["skips"].values()) == 600 for r in finals)
         staged = {p.name for p in (tmp_path / "runs" / study / "data").iterdir()}
         assert staged == {"bidirectional_survivors_binary.npz", "train_history.json", "holdout_history.json"}
+        # where the generating seeds ranked, said at the end where the data's truth is known (not via links)
+        lines = [line for line in done.stdout.splitlines() if "generating seed" in line]
+        if folder == mixed:
+            truth = json.loads((mixed / demo.TRUTH).read_text())
+            assert all(str(g["seed"]) in line for g, line in zip(truth["generators"], lines, strict=True))
+            assert sum("made the holdout" in line for line in lines) == 1
+        else:
+            assert lines == []
 
 
 def test_json_records_alone_are_read_when_there_is_no_npz(mixed: Path, tmp_path: Path):
