@@ -86,10 +86,11 @@ def test_a_rig_killed_mid_run_finishes_its_trials_on_the_head(tmp_path: Path, ss
                 threading.Thread(target=lambda: wait_for(lambda: any(logs.rglob("*.log")), 30)
                                  and doomed.kill(), daemon=True).start()
 
-    result, study, trials = step2(tmp_path, data, [head(tmp_path), rig], 8, KillOnFirstRemoteTrial())
+    # enough trials that some are left when the rig dies, however long its warm-up took beside the head's
+    result, study, trials = step2(tmp_path, data, [head(tmp_path), rig], 16, KillOnFirstRemoteTrial())
     assert killed.is_set() and result.summary.quarantined.get("doomed")
     records = study.trials()
-    assert [t.state for t in records] == ["COMPLETE"] * 8
+    assert [t.state for t in records] == ["COMPLETE"] * 16
     moved = [t for t in records if t.attrs.get("failures")]
     assert moved, "no trial was caught on the dying rig"
     for trial in moved:
