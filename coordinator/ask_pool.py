@@ -9,13 +9,18 @@ which the head alone writes, stays the one source of truth: an ask process holds
 dies loses or repeats nothing. Each ask process has its own sampler seed, derived from the study's.
 
 Freshness. A study's changes are counted as its trials plus its finished trials: one per ask, one per
-tell. A proposal records the count it saw, and may be used while at most one change per
-`IN_FLIGHT_PER_MISSED` trials in flight came after it, about one trial's ask and tell per four in flight
-(the study says how many fly: see Study). With many, TPE's constant liar already treats them as unknown
-and a few more change little; with one, a proposal must have seen every result, so it could only be
-computed after the last tell, and the head computing it itself is quicker than waiting for one: then
-`take` gives none and no process computes. A proposal too old is computed again as soon as it is, so
-the next ask finds it done or nearly.
+tell. A proposal records the count it saw. What a constant-liar TPE proposal rests on, besides its
+random draw, is the split of the trials into "below" (the best gamma(n) completed) and "above" (the
+other completed ones and every running one, its liar), each side ordered by trial number. A result that
+ranks outside the best leaves both sides as they were (the trial was in "above" while it ran, and stays
+there), so a proposal made before it is exactly the one the sampler would make after it, up to its
+random draw. Only asks, failures and results that change the best gamma(n) change a proposal's inputs
+(`Changes` counts them). A proposal may be used while at most one of those per `IN_FLIGHT_PER_MISSED`
+trials in flight came after it (the study says how many fly: see Study). With one trial in flight
+none may: the one proposal computed while it runs is used when its result lands outside the best, and
+computed again otherwise. With many, TPE's constant liar already treats them as unknown and a few more
+change little. A proposal too old is computed again as soon as it is, so the next ask finds it done or
+nearly; one too old is never used (the head asks itself instead).
 
 Life. `AskPool` starts its processes from its own thread, which lives as long as the pool. Each process
 asks the kernel to kill it when that thread ends (PR_SET_PDEATHSIG: the coordinator's death, even by
@@ -25,9 +30,11 @@ one that dies before is not (the fault is in its start). With no process up, ask
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import json
 import logging
+import math
 import os
 import selectors
 import signal
@@ -35,7 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,46 @@ def changes(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
     return len(trials) + sum(t.state.is_finished() for t in trials)
 
 
+class Changes:
+    """The study's changes, and how many of them changed what a TPE proposal rests on: every ask (a new
+    running trial), every failure (a trial leaves the split), every result that changes the best
+    `gamma(n)` completed trials, and every result before TPE's `startup` trials are done. The study
+    records each change under its lock; `missed` is read by the ask pool's thread without it (a list
+    that only grows). A study with PRUNED trials (Step 2 never prunes) counts every result."""
+
+    def __init__(self, trials: Sequence[optuna.trial.FrozenTrial], startup: int, gamma: Callable[[int], int]):
+        self.count = self._origin = changes(trials)
+        self._startup, self._gamma = startup, gamma
+        self._relevant = [0]  # _relevant[i]: the relevant ones among the first i changes since _origin
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        self._ranked = sorted((-float(t.value), t.number) for t in done)  # as TPE ranks: best first, ties by number
+        self._every_result = any(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+
+    def asked(self) -> None:
+        self._record(True)
+
+    def told(self, number: int, value: float | None) -> None:
+        """A result (None: the trial failed)."""
+        if value is None:
+            self._record(True)
+            return
+        n = len(self._ranked)
+        key = (-value, number)
+        at = bisect.bisect(self._ranked, key)
+        self._ranked.insert(at, key)
+        self._record(self._every_result or n < self._startup or math.isnan(value)
+                     or self._gamma(n + 1) != self._gamma(n) or at < self._gamma(n + 1))
+
+    def missed(self, seen: int) -> int:
+        """The relevant changes after the first `seen` (a proposal made on the study as it was then)."""
+        relevant = self._relevant
+        return relevant[-1] - relevant[min(max(seen - self._origin, 0), len(relevant) - 1)]
+
+    def _record(self, relevant: bool) -> None:
+        self.count += 1
+        self._relevant.append(self._relevant[-1] + relevant)
+
+
 def ask_seed(seed: int, index: int) -> int:
     """Ask process `index`'s sampler seed: distinct per process (two with one seed would propose the
     same point), reproducible from the study's seed."""
@@ -81,11 +128,12 @@ class _Process:
 class AskPool:
     """`processes` ask processes over the journal at `path`. Thread-safe; `close` is safe to call twice."""
 
-    def __init__(self, path: Path, study: str, seed: int, processes: int):
+    def __init__(self, path: Path, study: str, seed: int, processes: int, study_changes: Changes):
         self._path, self._study, self._seed = path, study, seed
         self._procs = [_Process(i) for i in range(processes)]
         self._cond = threading.Condition()
-        self._changes = self._in_flight = 0  # as the study last said
+        self._changes = study_changes
+        self._in_flight = 0  # as the study last said
         self._restarts = RESTARTS
         self._closing = False
         self._wake_r, self._wake_w = os.pipe()
@@ -96,27 +144,25 @@ class AskPool:
 
     # -- the study's side --------------------------------------------------------------------------
 
-    def take(self, changes: int, in_flight: int) -> Proposal | None:
-        """A proposal fresh enough for the study's `changes` and trials `in_flight`, waiting while one is
-        on its way; else the freshest there is. None when no process is up, or no change may be missed."""
+    def take(self, in_flight: int) -> Proposal | None:
+        """A proposal fresh enough for the study's trials `in_flight`, waiting while one is on its way. None
+        when there is none, none is coming, or no process is up: the head then asks itself."""
         with self._cond:
-            self._changes, self._in_flight = changes, in_flight
-            while self._allowed:
-                ready = [p for p in self._procs if p.proposal is not None]
-                best = max(ready, key=lambda p: p.proposal.seen if p.proposal else 0, default=None)
-                if best is not None and self._usable(best.proposal):
-                    return self._pop(best)
+            self._in_flight = in_flight
+            while True:
+                usable = [p for p in self._procs if self._usable(p.proposal)]
+                if usable:
+                    return self._pop(max(usable, key=lambda p: p.proposal.seen if p.proposal else 0))
                 if not self._coming():
                     self._refresh()
                 if not self._coming():
-                    return None if best is None else self._pop(best)
+                    return None
                 self._cond.wait(LATE_S)
-            return None
 
-    def changed(self, changes: int, in_flight: int) -> None:
+    def changed(self, in_flight: int) -> None:
         """The study changed: idle processes whose proposal would be refused now compute a new one."""
         with self._cond:
-            self._changes, self._in_flight = changes, in_flight
+            self._in_flight = in_flight
             self._refresh()
 
     def close(self) -> None:
@@ -136,17 +182,15 @@ class AskPool:
         return self._in_flight // IN_FLIGHT_PER_MISSED
 
     def _usable(self, proposal: Proposal | None) -> bool:
-        return proposal is not None and self._changes - proposal.seen <= self._allowed
+        return proposal is not None and self._changes.missed(proposal.seen) <= self._allowed
 
     def _computing(self, proc: _Process) -> bool:
         """Computing a proposal that will be usable."""
-        return proc.requested is not None and self._changes - proc.requested <= self._allowed
+        return proc.requested is not None and self._changes.missed(proc.requested) <= self._allowed
 
     def _coming(self) -> bool:
-        """A process that has served is computing, and is not late: its proposal is usable, or once it
-        arrives, a usable one is requested."""
-        return any(p.requested is not None and p.served and time.monotonic() - p.since < LATE_S
-                   for p in self._procs)
+        """A process that has served is computing a proposal that will be usable, and is not late."""
+        return any(self._computing(p) and p.served and time.monotonic() - p.since < LATE_S for p in self._procs)
 
     def _pop(self, proc: _Process) -> Proposal:
         proposal, proc.proposal = proc.proposal, None
@@ -154,8 +198,9 @@ class AskPool:
         return proposal
 
     def _refresh(self) -> None:
-        """Idle processes without a usable proposal compute one (none while no change may be missed)."""
-        wanted = len(self._procs) if self._allowed else 0
+        """Idle processes without a usable proposal compute one: all of them while proposals may miss a
+        change, one while none may (two would compute the same inputs for one ask)."""
+        wanted = len(self._procs) if self._allowed else 1
         usable = sum(self._computing(p) or (p.requested is None and self._usable(p.proposal)) for p in self._procs)
         for proc in self._procs:
             if usable >= wanted:
@@ -171,7 +216,7 @@ class AskPool:
             proc.popen.stdin.flush()
         except OSError:  # it has died: the pool's thread sees its output close
             return
-        proc.requested, proc.since = self._changes, time.monotonic()
+        proc.requested, proc.since = self._changes.count, time.monotonic()
 
     # -- the pool's thread -------------------------------------------------------------------------
 

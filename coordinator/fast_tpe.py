@@ -32,13 +32,15 @@ from optuna.trial import FrozenTrial
 TPE = optuna.samplers.TPESampler
 # What the fast path relies on: the Parzen estimator, its mixture's log-density and the truncated-normal
 # functions it reproduces (whole modules), the sampler's code around the representation and the split;
-# and what a proposal made without a trial relies on: the sampling steps of an ask and their callers.
+# what a proposal made without a trial relies on: the sampling steps of an ask and their callers; and
+# what its freshness relies on (coordinator/ask_pool.py): the split and its size.
 CHECKED_SOURCES = (probability_distributions, parzen_estimator, _truncnorm, _erf, TPE._get_internal_repr,
                    TPE._get_params, TPE._build_parzen_estimator, TPE._compute_acquisition_func, TPE._sample,
-                   tpe_sampler._split_trials, tpe_sampler._get_infeasible_trial_score, TPE.sample_relative,
+                   tpe_sampler._split_trials, tpe_sampler._split_complete_trials_single_objective,
+                   tpe_sampler.default_gamma, tpe_sampler._get_infeasible_trial_score, TPE.sample_relative,
                    TPE._sample_relative, TPE.sample_independent, optuna.trial.Trial._suggest,
                    optuna.trial.Trial._is_relative_param, optuna.Study._get_trials)
-CHECKED_FINGERPRINT = "7dd6b4958fa40e0f"
+CHECKED_FINGERPRINT = "76ee094b99b236b0"
 
 
 def fingerprint() -> str | None:
@@ -53,6 +55,7 @@ def fingerprint() -> str | None:
 
 
 ACTIVE = fingerprint() == CHECKED_FINGERPRINT
+gamma = tpe_sampler.default_gamma  # the size of the split's "below" for the study's sampler (it sets no gamma)
 
 
 def make_tpe(**settings: Any) -> TPE:

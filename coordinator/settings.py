@@ -68,7 +68,8 @@ class RunSettings:
                    timeout_s=self.timeout_s, code_hash=self.code_hash, payload=payload)
 
     def write(self, job: Job, root: Path = Path(".")) -> Path:
-        """The head's copy of the job file (also what is pushed to the rig)."""
+        """The head's copy of the job file, for the operator to read: the slot sends the rig the same text in
+        its request. Not fsynced: the study holds everything it is made from, and nothing reads it back."""
         path = root / job.path
-        write_json_atomic(path, job.to_dict())
+        write_json_atomic(path, job.to_dict(), durable=False)
         return path

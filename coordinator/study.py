@@ -31,7 +31,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState as OptunaState
 
 from coordinator import ask_pool, fast_tpe
-from coordinator.ask_pool import IN_FLIGHT_PER_MISSED, AskPool
+from coordinator.ask_pool import AskPool, Changes
 from worker.params import SEARCH_SPACE, Choice, FloatRange, IntRange
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -222,12 +222,12 @@ class Study:
         # running now understates them while asks hold the slots up (slots wait instead of running).
         self._in_flight = len(self._running)
         self._complete = sum(t.state == OptunaState.COMPLETE for t in trials)
-        self._changes = ask_pool.changes(trials)  # asks and tells, by which proposals are dated
+        self._changes = Changes(trials, STARTUP_TRIALS, fast_tpe.gamma)  # by which proposals are dated
         # Proposals rest on private Optuna calls, checked with the fast path.
         self._ask_processes = ask_processes if writer and fast_tpe.ACTIVE else 0
         self._pool: AskPool | None = None
         # This object's asks: made by ask processes, made in the head, and the changes of the study that
-        # the ask processes' proposals had not seen.
+        # the ask processes' proposals had not seen and that changed what a proposal rests on.
         self.asks = {"ask_processes": 0, "head": 0, "missed": 0}
 
     def _own(self, path: Path) -> None:
@@ -266,11 +266,11 @@ class Study:
 
     def ask(self) -> tuple[int, dict[str, Any]]:
         pool = self._asks()
-        proposal = pool.take(self._changes, self._in_flight) if pool else None  # may wait: not under the lock
+        proposal = pool.take(self._in_flight) if pool else None  # may wait: not under the lock
         with self.lock:
             if proposal is not None:
                 self.asks["ask_processes"] += 1
-                self.asks["missed"] += self._changes - proposal.seen
+                self.asks["missed"] += self._changes.missed(proposal.seen)
             else:
                 self.asks["head"] += 1
                 if fast_tpe.ACTIVE:
@@ -279,9 +279,10 @@ class Study:
             self._trials[trial.number] = trial
             self._running.add(trial.number)
             self._in_flight = max(self._in_flight, len(self._running))
-            changes, in_flight = self._changed()
+            self._changes.asked()
+            in_flight = self._in_flight
         if pool:
-            pool.changed(changes, in_flight)
+            pool.changed(in_flight)
         return trial.number, dict(trial.params)
 
     def _create(self, params: dict[str, Any]) -> optuna.Trial:
@@ -290,30 +291,24 @@ class Study:
         return optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id, template))
 
     def _asks(self) -> AskPool | None:
-        """The ask processes, started once TPE's asks begin and trials run side by side (one at a time,
-        every ask is the head's: see coordinator/ask_pool.py)."""
+        """The ask processes, started once TPE's asks begin."""
         with self.lock:
-            if (self._pool is None and self._ask_processes and self._complete >= STARTUP_TRIALS
-                    and self._in_flight >= IN_FLIGHT_PER_MISSED):
-                self._pool = AskPool(self.path, self.name, self.seed, self._ask_processes)
+            if self._pool is None and self._ask_processes and self._complete >= STARTUP_TRIALS:
+                self._pool = AskPool(self.path, self.name, self.seed, self._ask_processes, self._changes)
                 weakref.finalize(self, self._pool.close)
             return self._pool
 
-    def _changed(self) -> tuple[int, int]:
-        """Called with the lock held, after an ask or a tell."""
-        self._changes += 1
-        return self._changes, self._in_flight
-
-    def _told(self, number: int, complete: bool) -> tuple[int, int]:
-        """Called with the lock held, after a tell."""
+    def _told(self, number: int, value: float | None) -> int:
+        """Called with the lock held, after a tell (value None: a failure)."""
         self._running.discard(number)
-        self._complete += complete
-        return self._changed()
+        self._complete += value is not None
+        self._changes.told(number, value)
+        return self._in_flight
 
-    def _after_tell(self, changes: int, in_flight: int) -> None:
+    def _after_tell(self, in_flight: int) -> None:
         """The ask processes learn of the tell at once (they recompute while the journal syncs)."""
         if self._pool:
-            self._pool.changed(changes, in_flight)
+            self._pool.changed(in_flight)
         self.sync()
 
     def close(self) -> None:
@@ -350,16 +345,16 @@ class Study:
     def tell_value(self, number: int, value: float) -> None:
         with self.lock:
             self.study.tell(self._trial(number), value)
-            changed = self._told(number, complete=True)
-        self._after_tell(*changed)
+            in_flight = self._told(number, value)
+        self._after_tell(in_flight)
 
     def tell_fail(self, number: int, reason: str) -> None:
         """A crash is told as FAIL with its reason, never as a value (and never as PRUNED)."""
         with self.lock:
             self._trial(number).set_user_attr("fail_reason", reason)
             self.study.tell(self._trial(number), state=OptunaState.FAIL)
-            changed = self._told(number, complete=False)
-        self._after_tell(*changed)
+            in_flight = self._told(number, None)
+        self._after_tell(in_flight)
 
     def trials(self) -> list[TrialRecord]:
         with self.lock:

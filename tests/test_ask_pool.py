@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from optuna.samplers._tpe import sampler as tpe_sampler
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
-from coordinator.study import Study, distributions, storage_path
+from coordinator import ask_pool, fast_tpe
+from coordinator.ask_pool import Changes
+from coordinator.study import STARTUP_TRIALS, Study, distributions, make_sampler, storage_path
 from worker.params import random_params, validate_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,11 +83,67 @@ def ask_and_tell(study: Study, trials: int, in_flight: int = 2) -> list[int]:
     return numbers
 
 
-def test_one_trial_at_a_time_every_ask_is_the_heads(tmp_path: Path):
-    """A proposal would have to see the last result, so the head asks itself: exactly TPE's suggestions."""
+def tpe_inputs(study: optuna.Study) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """What the study's sampler rests a new trial's proposal on, by Optuna's own split: the trial numbers
+    below and above; None while its asks are still random."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    n = sum(t.state != TrialState.RUNNING for t in trials)
+    if n < STARTUP_TRIALS:
+        return None
+    below, above = tpe_sampler._split_trials(study, trials, fast_tpe.gamma(n))
+    return tuple(t.number for t in below), tuple(t.number for t in above)
+
+
+def test_a_proposal_that_missed_nothing_is_the_one_the_sampler_makes_now():
+    """Against Optuna's own split, over asks, results (ties among them) and failures. A proposal made
+    `back` changes ago that missed nothing rests on the same trials as one made now, and is the very
+    proposal the sampler makes now (same seed, same draw). Where only results came since, it missed
+    nothing exactly when the split is the same: a result that leaves the split alone never counts."""
+    study, dists, rng = optuna.create_study(direction="maximize"), distributions(), np.random.default_rng(4)
+    changes = Changes([], STARTUP_TRIALS, fast_tpe.gamma)
+    running: list[optuna.Trial] = []
+    states, proposals, kinds, reused = [], [], [], 0
+    for step in range(260):
+        if len(running) < rng.integers(1, 6):
+            running.append(study.ask(dists))
+            changes.asked()
+            kinds.append("ask")
+        else:
+            trial = running.pop(int(rng.integers(len(running))))
+            if rng.random() < 0.1:
+                study.tell(trial, state=TrialState.FAIL)
+                changes.told(trial.number, None)
+                kinds.append("fail")
+            else:
+                value = float(rng.choice([0.1, 0.2, 0.3]) if rng.random() < 0.3 else rng.uniform(-0.2, 0.5))
+                study.tell(trial, value)
+                changes.told(trial.number, value)
+                kinds.append("result")
+        assert changes.count == ask_pool.changes(study.get_trials(deepcopy=False))
+        states.append((changes.count, tpe_inputs(study)))
+        proposals.append(ask_pool.propose(study._storage, study.study_name, make_sampler(9), dists).params)
+        for back in range(1, min(step, 8) + 1):
+            seen, inputs = states[-1 - back]
+            if inputs is None:
+                continue
+            same = inputs == states[-1][1]
+            if changes.missed(seen) == 0:
+                assert same and proposals[-1 - back] == proposals[-1]
+                reused += 1
+            elif set(kinds[-back:]) == {"result"}:
+                assert not same
+    assert reused > 100
+
+
+def test_with_one_trial_at_a_time_a_proposal_is_used_only_if_it_missed_nothing(tmp_path: Path):
+    """The ask process computes the next trial's parameters while a trial runs; a result that changes
+    the best trials makes it compute them again, so every one used is what the head would have asked."""
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
-    ask_and_tell(study, 20, in_flight=1)
-    assert study.asks == {"ask_processes": 0, "head": 20, "missed": 0} and ask_processes(os.getpid()) == []
+    try:
+        until(lambda: ask_and_tell(study, 4, in_flight=1) and study.asks["ask_processes"] >= 20)
+        assert study.asks["missed"] == 0 and study.asks["head"] >= 1
+    finally:
+        study.close()
 
 
 def test_with_two_in_flight_a_proposal_misses_at_most_one_change(tmp_path: Path):

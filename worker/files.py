@@ -33,9 +33,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, d
         raise
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, mode: int = 0o644) -> None:
-    """`obj` as JSON (no NaN or infinity: they are not JSON), durably and atomically."""
-    write_atomic(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode(), mode)
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, mode: int = 0o644, durable: bool = True) -> None:
+    """`obj` as JSON (no NaN or infinity: they are not JSON), atomically (and durably unless told not to)."""
+    write_atomic(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode(), mode, durable)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
