@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import statistics
 import subprocess
@@ -61,6 +62,7 @@ class Timeline:
     def __init__(self) -> None:
         self.slots: dict[tuple[str, int], list[float]] = defaultdict(list)
         self.failures: list[str] = []
+        self.cpu: dict[str, float] = {}
 
     def notify(self, event: Event) -> None:
         if event.kind in ("started", "finished"):
@@ -82,13 +84,39 @@ class Timeline:
                 for told, start in zip(times[1::2], times[2::2], strict=False)]
 
 
+CPU_ROLES = {"rigs": b"fake_worker\0serve", "ask_processes": b"coordinator.ask_pool", "sshd": b"sshd"}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far on this machine by role: `head` (this process, every thread), `rigs` (rig
+    and slot servers, with the trial processes they reaped), `ask_processes`, `sshd`."""
+    used = dict.fromkeys(["head", *CPU_ROLES], 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = "head" if int(entry.name) == os.getpid() else next(
+            (role for role, marker in CPU_ROLES.items() if marker in cmdline), None)
+        if role is not None:
+            used[role] += sum(int(f) for f in fields[11:15]) / _TICK  # utime, stime, cutime, cstime
+    return used
+
+
 def schedule(lb: Loopback, slots: list[KeepWarm], source: FixedJobs | Step2Source) -> tuple[float, Timeline]:
-    """Run the source's trials on the warm slots: (seconds, what happened when)."""
+    """Run the source's trials on the warm slots: (seconds, what happened when). The timeline also holds
+    the CPU seconds each role used meanwhile (`cpu_seconds`)."""
     lb.source = source
     timeline = Timeline()
+    before = cpu_seconds()
     start = time.monotonic()
     Scheduler(source, slots, timeline).run()
     seconds = time.monotonic() - start
+    timeline.cpu = {role: used - before[role] for role, used in cpu_seconds().items()}
     if timeline.failures:
         raise RuntimeError("benchmark trials failed: " + "; ".join(timeline.failures[:5]))
     return seconds, timeline
@@ -124,9 +152,9 @@ def old_dispatch(rig: Rig, job: Job) -> float:
 
 def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, Any]:
     """Per-trial overhead with a no-op trial on one warm slot of one SSH rig: the time from one result
-    told to the next (ask, job file written and pushed over SFTP, one line each way, the job handed to
-    the worker's child forked ahead, result written, fetched, validated, archived, told to a
-    journal-file study), `trials` trials per repeat
+    told to the next (ask, the head's job copy written, the job sent in its request line, handed to the
+    worker's child forked ahead, result written and sent back in the "done" line, validated, archived,
+    told to a journal-file study), `trials` trials per repeat
     in one study that grows to `repeats * trials` trials. `without_study`: the same with fixed jobs
     and no study (the slot and transport alone). Each repeat first times one job of the old design on
     the same rig (a fresh `ssh` running a fresh python that imports the worker, then a fresh `ssh` to
@@ -182,11 +210,14 @@ def _makespan(work: Path, repeats: int, trials: int, trial_s: float, sources: So
         for repeat in range(repeats):
             for key, source in sources.items():
                 runs[key].append(schedule(lb, slots, source(lb, repeat, trials)))
-    shape = {"slots": len(slots), "trials": trials, "trial_s": trial_s, "ideal_s": ideal}
+    shape = {"slots": len(slots), "trials": trials, "trial_s": trial_s, "ideal_s": ideal, "cores": os.cpu_count()}
     return {key: figure([ideal / seconds for seconds, _ in done], "ideal/actual", **shape,
                         actual_s=figure([seconds for seconds, _ in done], "s"),
                         overhead_ms=figure([(b - trial_s) * 1000 for _, t in done for b in t.busy()], "ms"),
-                        idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"))
+                        idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"),
+                        cpu_ms_per_trial={role: figure([t.cpu[role] * 1000 / trials for _, t in done], "ms")
+                                          for role in done[0][1].cpu},
+                        cores_busy=figure([sum(t.cpu.values()) / seconds for seconds, t in done], "cores"))
             for key, done in runs.items()}, warmup
 
 
@@ -199,9 +230,11 @@ def run_makespan(work: Path, repeats: int = 3) -> dict[str, Any]:
     (200 trials, fixed jobs: `makespan_efficiency_250ms`), on a fresh set of slots. Where the time goes,
     per trial: `overhead_ms` from start to result told beyond `trial_s` (job push, the child's start and
     exit, fetch, archive, tell, with 26 slots sharing the machine), `idle_ms` from a slot's result told to
-    its next start (the ask, and waiting for the other slots' asks: Optuna's asks are sequential).
-    Here the head, 26 slot servers, 4 rig servers, their children and 3 sshd share this machine's 2 cores;
-    on the cluster each rig runs its trials' processes on its own CPUs."""
+    its next start (the ask, and waiting for the other slots' asks: the scheduler asks one at a time).
+    `cpu_ms_per_trial`: the CPU each role used per trial (`cpu_seconds`: the head, the rigs' process
+    trees with their trials' processes, the ask processes, sshd), and `cores_busy` their sum over the
+    wall time. Here the head, 26 slot servers, 4 rig servers, their children and 3 sshd share this
+    machine's cores; on the cluster each rig runs its trials' processes on its own CPUs."""
     figures, warmup = _makespan(work / "2s", repeats, 100, 2.0, {"makespan_efficiency": fixed_jobs,
                                                                  "makespan_efficiency_study": study_trials})
     short, _ = _makespan(work / "250ms", repeats, 200, 0.25, {"makespan_efficiency_250ms": fixed_jobs})

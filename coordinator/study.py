@@ -189,9 +189,9 @@ class Study:
     An ask takes the parameters one of the study's ask processes has ready (coordinator/ask_pool.py),
     or has the sampler propose them in the head when none is, and stores the trial with all of them in
     one journal line: a crash cannot leave it half-asked. A writing study starts `ask_processes` of them
-    once TPE's startup trials are done; `close` stops them (so do its garbage collection and the
-    interpreter's exit). Where the installed Optuna is not the one coordinator/fast_tpe.py checked, asks
-    are Optuna's own `study.ask`, in the head."""
+    at its first ask and takes their proposals once TPE's startup trials are done; `close` stops them (so
+    do its garbage collection and the interpreter's exit). Where the installed Optuna is not the one
+    coordinator/fast_tpe.py checked, asks are Optuna's own `study.ask`, in the head."""
 
     def __init__(self, name: str, path: Path, *, seed: int, create: bool, writer: bool = True,
                  ask_processes: int = ASK_PROCESSES):
@@ -291,12 +291,14 @@ class Study:
         return optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id, template))
 
     def _asks(self) -> AskPool | None:
-        """The ask processes, started once TPE's asks begin."""
+        """The ask processes: started at the first ask, so that their start (an import of Optuna, a replay
+        of the journal) overlaps the first trials; they serve once TPE's asks begin (before that an ask
+        is a random draw, cheaper made here than fetched)."""
         with self.lock:
-            if self._pool is None and self._ask_processes and self._complete >= STARTUP_TRIALS:
+            if self._pool is None and self._ask_processes:
                 self._pool = AskPool(self.path, self.name, self.seed, self._ask_processes, self._changes)
                 weakref.finalize(self, self._pool.close)
-            return self._pool
+            return self._pool if self._complete >= STARTUP_TRIALS else None
 
     def _told(self, number: int, value: float | None) -> int:
         """Called with the lock held, after a tell (value None: a failure)."""
