@@ -159,7 +159,8 @@ def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, An
     and no study (the slot and transport alone). Each repeat first times one job of the old design on
     the same rig (a fresh `ssh` running a fresh python that imports the worker, then a fresh `ssh` to
     check its output; the job file is pushed beforehand, untimed), so `dispatch_ratio` = old job /
-    median overhead in that repeat is measured under the same load."""
+    median overhead in that repeat is measured under the same load. `asks`: how many of the study's asks
+    took an ask process's proposal, how many the head made, and the changes those proposals missed."""
     with Loopback(work) as lb:
         transport = lb.ssh_rig("rig1", slots=1, trial_s=0.0)
         slots = lb.warm_slots([transport])
@@ -182,8 +183,10 @@ def run_dispatch(work: Path, repeats: int = 5, trials: int = 20) -> dict[str, An
             overheads += told
             bare += gaps(FixedJobs(settings, trials + 1))
             ratios.append(old[-1] * 1000 / statistics.median(told))
+        asks = dict(study.asks)
+        study.close()
     return {"dispatch_overhead_ms": figure(overheads, "ms", without_study=figure(bare, "ms"),
-                                           trials_per_repeat=trials),
+                                           trials_per_repeat=trials, asks=asks),
             "dispatch_ratio": figure(ratios, "x", old_design_s=figure(old, "s"))}
 
 
