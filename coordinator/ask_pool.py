@@ -150,7 +150,7 @@ class AskPool:
         with self._cond:
             self._in_flight = in_flight
             while True:
-                usable = [p for p in self._procs if self._usable(p.proposal)]
+                usable = [p for p in self._procs if self.usable(p.proposal)]
                 if usable:
                     return self._pop(max(usable, key=lambda p: p.proposal.seen if p.proposal else 0))
                 if not self._coming():
@@ -181,7 +181,8 @@ class AskPool:
         """The changes a proposal may have missed."""
         return self._in_flight // IN_FLIGHT_PER_MISSED
 
-    def _usable(self, proposal: Proposal | None) -> bool:
+    def usable(self, proposal: Proposal | None) -> bool:
+        """Fresh enough: it missed no more changes than the trials in flight allow (no lock needed)."""
         return proposal is not None and self._changes.missed(proposal.seen) <= self._allowed
 
     def _computing(self, proc: _Process) -> bool:
@@ -201,11 +202,11 @@ class AskPool:
         """Idle processes without a usable proposal compute one: all of them while proposals may miss a
         change, one while none may (two would compute the same inputs for one ask)."""
         wanted = len(self._procs) if self._allowed else 1
-        usable = sum(self._computing(p) or (p.requested is None and self._usable(p.proposal)) for p in self._procs)
+        usable = sum(self._computing(p) or (p.requested is None and self.usable(p.proposal)) for p in self._procs)
         for proc in self._procs:
             if usable >= wanted:
                 return
-            if proc.popen is not None and proc.requested is None and not self._usable(proc.proposal):
+            if proc.popen is not None and proc.requested is None and not self.usable(proc.proposal):
                 self._request(proc)
                 usable += 1
 

@@ -268,6 +268,8 @@ class Study:
         pool = self._asks()
         proposal = pool.take(self._in_flight) if pool else None  # may wait: not under the lock
         with self.lock:
+            if proposal is not None and not pool.usable(proposal):  # a change it may not miss came meanwhile
+                proposal = None
             if proposal is not None:
                 self.asks["ask_processes"] += 1
                 self.asks["missed"] += self._changes.missed(proposal.seen)
