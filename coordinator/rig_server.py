@@ -49,7 +49,11 @@ class SlotProcess:
         """Raises TransportError('lost') once the slot server is gone or the channel broke."""
         if self._gone.is_set():
             raise TransportError(self.server.rig.name, Reason.LOST, "cannot write to the slot server: it has exited")
-        self.server.send(self.channel, self.address, request)
+        try:
+            self.server.send(self.channel, self.address, request)
+        except TransportError as exc:  # the channel is dead: every slot server on it is gone, as its end says
+            self.server.ended(self.channel, exc)
+            raise
 
     def read(self, timeout: float) -> protocol.Event | None:
         """The next event, or None if none came within `timeout`. Raises ServerError for a line that is not
@@ -185,7 +189,7 @@ class RigServer:
             try:
                 line = channel.read_line(_ROUTE_POLL_S)
             except TransportError as exc:
-                self._ended(channel, exc)
+                self.ended(channel, exc)
                 return
             if line is not None:
                 self._dispatch(line)
@@ -213,9 +217,11 @@ class RigServer:
         else:
             slot.end(event.exit, f"the slot server exited with status {event.exit}")
 
-    def _ended(self, channel: Process, error: TransportError) -> None:
+    def ended(self, channel: Process, error: TransportError) -> None:
         """The rig's server is gone: so is every slot server on it. Unless close() did it, what may be left
-        of its tree (a dropped connection leaves it running until it notices) is killed."""
+        of its tree (a dropped connection leaves it running until it notices) is killed. Called by the
+        router when the channel ends, and by a slot whose write found it dead first (the later call finds
+        nothing left to do)."""
         with self._lock:
             mine = self._channel is channel
             if mine:

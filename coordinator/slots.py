@@ -86,7 +86,8 @@ class WarmSlot:
         proc = self.proc
         assert proc is not None
         try:
-            proc.send(RunRequest(job.path, job.timeout_s, job.log_path, json.dumps(job.to_dict(), indent=1)))
+            proc = self._send(proc, RunRequest(job.path, job.timeout_s, job.log_path,
+                                               json.dumps(job.to_dict(), indent=1)))
             done = self._read_event(proc, job.timeout_s + FETCH_GRACE_S)
         except (ServerError, TransportError) as exc:
             self._drop(proc)
@@ -100,6 +101,30 @@ class WarmSlot:
             return Outcome(False, reason=Reason.TIMEOUT,
                            detail=f"over the {job.timeout_s:g} s limit; killed on the rig")
         return self._collect(job, done)
+
+    def _send(self, proc: SlotProcess, request: RunRequest) -> SlotProcess:
+        """Send the attempt's request; the slot server that got it. One whose channel turns out dead (the
+        rig's connection dropped after its last attempt, before the head read the channel's end) got
+        nothing of it: it is replaced, once, and the request goes to the new one."""
+        try:
+            proc.send(request)
+            return proc
+        except TransportError:
+            if self.cancelled:
+                raise
+            self._drop(proc)
+        try:
+            self.start()
+        except ServerError as exc:
+            raise TransportError(self.rig.name, Reason.LOST, f"worker restart failed: {exc}") from exc
+        fresh = self.proc
+        assert fresh is not None
+        try:
+            fresh.send(request)
+        except TransportError:
+            self._drop(fresh)
+            raise
+        return fresh
 
     def _collect(self, job: Job, done: Done) -> Outcome:
         """Validate the attempt's result, as sent in the "done" line or else fetched; only a valid

@@ -13,7 +13,9 @@ import pytest
 
 from coordinator.deploy import deploy, worker_bundle
 from coordinator.inventory import Rig
+from coordinator.outcome import Reason
 from coordinator.rig_server import RigServer, ServerError, SlotProcess
+from coordinator.slots import WarmSlot
 from coordinator.transport import TransportError
 from coordinator.transport.local import LocalTransport
 from worker import contract
@@ -24,10 +26,20 @@ class CountingTransport(LocalTransport):
     """A local rig that counts the processes started on it."""
 
     starts = 0
+    dead: set = set()  # processes whose channel is cut: writes fail, reads go on waiting (nothing noticed yet)
 
     def start(self, argv: list[str], env: dict[str, str] | None = None):  # noqa: ANN201 - LocalProcess
         self.starts += 1
-        return super().start(argv, env)
+        process = super().start(argv, env)
+        write = process.send_line
+
+        def send_line(line: str) -> None:
+            if process in self.dead:
+                raise TransportError(self.rig.name, Reason.LOST, "cannot write to the process: it has exited")
+            write(line)
+
+        process.send_line = send_line
+        return process
 
 
 @pytest.fixture
@@ -73,3 +85,22 @@ def test_a_server_that_cannot_start_is_tried_once_for_the_slots_waiting(transpor
     with pytest.raises(ServerError, match="stale worker code on the rig"):  # a later open tries again
         server.open(0)
     assert transport.starts == 2
+
+
+def test_a_request_that_finds_the_channel_dead_goes_to_a_new_server(transport: CountingTransport):
+    """The rig's connection dropped after the slot's last attempt and the head has not read its end yet:
+    the next request cannot be written, so nothing of it reached the rig. The slot's server and its tree
+    are counted gone at once, a new one starts, and the request goes there instead of failing a trial."""
+    server = RigServer(transport, contract.code_hash())
+    slot = WarmSlot(server, 0, build=lambda task: None)  # type: ignore[arg-type, return-value] - no job built here
+    try:
+        slot.start()
+        old = slot.proc
+        assert old is not None
+        transport.dead = {old.channel}
+        proc = slot._send(old, Ping(7))  # type: ignore[arg-type] - any request the slot server answers
+        assert proc is not old and proc is slot.proc and transport.starts == 2
+        assert proc.read(30) == Ping(7) and old.wait(0) == -1
+    finally:
+        slot.close()
+        server.close()
