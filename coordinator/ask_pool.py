@@ -6,7 +6,14 @@ JournalStorage over a backend that refuses writes, reading only the lines added 
 and, on request, proposes the parameters the study's sampler would suggest for a new trial, given the
 trials as the journal has them. The head stores a proposal as a new trial (coordinator/study.py), so the journal,
 which the head alone writes, stays the one source of truth: an ask process holds no trial, and one that
-dies loses or repeats nothing. Each ask process has its own sampler seed, derived from the study's.
+dies loses or repeats nothing.
+
+Draws. A proposal's random draw is seeded by the study's seed, the number of trials it saw and a lane:
+lane 0 is the head's, and the one ask process's while no change may be missed; lanes 1, 2, ... are the
+processes' own while several compute at once (two draws from one seed on one split would be one point).
+So a proposal that missed nothing is the very one the head would make, whoever computes it, and a
+seeded study run one trial at a time proposes the same trials however the asks are timed. No two
+trials are made from one draw (`AskPool.drawn`).
 
 Freshness. A study's changes are counted as its trials plus its finished trials: one per ask, one per
 tell. A proposal records the count it saw. What a constant-liar TPE proposal rests on, besides its
@@ -50,6 +57,8 @@ from typing import Any
 import numpy as np
 import optuna
 
+from coordinator.fast_tpe import FastTPESampler
+
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
@@ -62,6 +71,7 @@ IN_FLIGHT_PER_MISSED = 2
 class Proposal:
     params: dict[str, Any]
     seen: int  # the study's changes (`changes`) when it was computed
+    draw: tuple[int, int]  # the trials it saw and its lane: what seeded its random draw
 
 
 def changes(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
@@ -109,10 +119,9 @@ class Changes:
         self._relevant.append(self._relevant[-1] + relevant)
 
 
-def ask_seed(seed: int, index: int) -> int:
-    """Ask process `index`'s sampler seed: distinct per process (two with one seed would propose the
-    same point), reproducible from the study's seed."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+def draw_seed(seed: int, draw: tuple[int, int]) -> int:
+    """The sampler's seed for one proposal: reproducible from the study's seed, distinct per draw."""
+    return int(np.random.SeedSequence([seed, *draw]).generate_state(1)[0])
 
 
 @dataclass
@@ -134,6 +143,7 @@ class AskPool:
         self._cond = threading.Condition()
         self._changes = study_changes
         self._in_flight = 0  # as the study last said
+        self._drawn: set[tuple[int, int]] = set()  # the draws trials were made from
         self._restarts = RESTARTS
         self._closing = False
         self._wake_r, self._wake_w = os.pipe()
@@ -182,8 +192,14 @@ class AskPool:
         return self._in_flight // IN_FLIGHT_PER_MISSED
 
     def usable(self, proposal: Proposal | None) -> bool:
-        """Fresh enough: it missed no more changes than the trials in flight allow (no lock needed)."""
-        return proposal is not None and self._changes.missed(proposal.seen) <= self._allowed
+        """Fresh enough (it missed no more changes than the trials in flight allow) and from a draw no
+        trial was made from (no lock needed)."""
+        return (proposal is not None and self._changes.missed(proposal.seen) <= self._allowed
+                and proposal.draw not in self._drawn)
+
+    def drawn(self, draw: tuple[int, int]) -> None:
+        """A trial was made from this draw, here or in the head."""
+        self._drawn.add(draw)
 
     def _computing(self, proc: _Process) -> bool:
         """Computing a proposal that will be usable."""
@@ -212,8 +228,9 @@ class AskPool:
 
     def _request(self, proc: _Process) -> None:
         assert proc.popen is not None and proc.popen.stdin is not None
+        lane = proc.index + 1 if self._allowed else 0
         try:
-            proc.popen.stdin.write(b"propose\n")
+            proc.popen.stdin.write(b"propose %d\n" % lane)
             proc.popen.stdin.flush()
         except OSError:  # it has died: the pool's thread sees its output close
             return
@@ -238,7 +255,7 @@ class AskPool:
         """Lock held."""
         code = str(Path(__file__).resolve().parents[1])  # the head's own code, wherever it runs from
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])}
-        args = [str(self._path), self._study, str(ask_seed(self._seed, proc.index)), str(os.getpid())]
+        args = [str(self._path), self._study, str(self._seed), str(os.getpid())]
         proc.popen = subprocess.Popen([sys.executable, "-m", "coordinator.ask_pool", *args],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._selector.register(proc.popen.stdout, selectors.EVENT_READ, proc)
@@ -251,7 +268,7 @@ class AskPool:
         with self._cond:
             if line:
                 message = json.loads(line)
-                proc.proposal = Proposal(message["params"], message["seen"])
+                proc.proposal = Proposal(message["params"], message["seen"], tuple(message["draw"]))
                 proc.served, proc.requested = True, None
                 self._refresh()  # it may be too old already
             else:
@@ -296,14 +313,17 @@ class AskPool:
 # -- proposing -----------------------------------------------------------------------------------------
 
 
-def propose(storage: optuna.storages.BaseStorage, study_name: str, sampler: optuna.samplers.BaseSampler,
-            dists: dict[str, Any]) -> Proposal:
-    """What `study.ask(dists)` would suggest for the next trial, without writing anything: TPE's
-    `_sample_relative` is its `sample_relative` less the write that shares the result with other
-    processes, and each parameter it leaves out is sampled as Trial._suggest does. A fresh Study object
-    each time: Optuna caches the trials per Study object and thread."""
+def propose(storage: optuna.storages.BaseStorage, study_name: str, sampler: FastTPESampler, dists: dict[str, Any],
+            seed: int, lane: int) -> Proposal:
+    """What `study.ask(dists)` would suggest for the next trial, without writing anything, its draw
+    seeded from `seed` and `lane`: TPE's `_sample_relative` is its `sample_relative` less the write that
+    shares the result with other processes, and each parameter it leaves out is sampled as
+    Trial._suggest does. A fresh Study object each time: Optuna caches the trials per Study object and
+    thread."""
     study = optuna.Study(study_name=study_name, storage=storage, sampler=sampler)
     trials = study.get_trials(deepcopy=False)
+    draw = (len(trials), lane)
+    sampler.seed_draw(draw_seed(seed, draw))
     trial = optuna.trial.FrozenTrial(
         number=len(trials), state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=None,
         datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
@@ -313,7 +333,7 @@ def propose(storage: optuna.storages.BaseStorage, study_name: str, sampler: optu
     relative = sampler._sample_relative(study, trial, space)  # type: ignore[attr-defined]
     params = {name: relative[name] if name in relative else sampler.sample_independent(study, trial, name, dist)
               for name, dist in dists.items()}
-    return Proposal(params, changes(trials))
+    return Proposal(params, changes(trials), draw)
 
 
 def _die_with_parent(parent: int) -> bool:
@@ -325,7 +345,8 @@ def _die_with_parent(parent: int) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m coordinator.ask_pool JOURNAL STUDY SEED PARENT_PID`: one proposal per request line."""
+    """`python -m coordinator.ask_pool JOURNAL STUDY SEED PARENT_PID`: one proposal per request line
+    (`propose LANE`)."""
     path, name, seed, parent = argv
     if not _die_with_parent(int(parent)):
         return 0
@@ -333,9 +354,9 @@ def main(argv: list[str]) -> int:
 
     storage = read_only_storage(Path(path))
     sampler, dists = make_sampler(int(seed)), distributions()
-    for _ in sys.stdin.buffer:
-        proposal = propose(storage, name, sampler, dists)
-        sys.stdout.write(json.dumps({"params": proposal.params, "seen": proposal.seen}) + "\n")
+    for line in sys.stdin.buffer:
+        proposal = propose(storage, name, sampler, dists, int(seed), int(line.split()[1]))
+        sys.stdout.write(json.dumps({"params": proposal.params, "seen": proposal.seen, "draw": proposal.draw}) + "\n")
         sys.stdout.flush()
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.samplers._tpe import _erf, _truncnorm, parzen_estimator, probability_distributions
 from optuna.samplers._tpe import sampler as tpe_sampler
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
@@ -32,15 +33,17 @@ from optuna.trial import FrozenTrial
 TPE = optuna.samplers.TPESampler
 # What the fast path relies on: the Parzen estimator, its mixture's log-density and the truncated-normal
 # functions it reproduces (whole modules), the sampler's code around the representation and the split;
-# what a proposal made without a trial relies on: the sampling steps of an ask and their callers; and
-# what its freshness relies on (coordinator/ask_pool.py): the split and its size.
+# what a proposal made without a trial relies on: the sampling steps of an ask and their callers, and
+# where the sampler keeps its random states (seeded per proposal); and what its freshness relies on
+# (coordinator/ask_pool.py): the split and its size.
 CHECKED_SOURCES = (probability_distributions, parzen_estimator, _truncnorm, _erf, TPE._get_internal_repr,
                    TPE._get_params, TPE._build_parzen_estimator, TPE._compute_acquisition_func, TPE._sample,
                    tpe_sampler._split_trials, tpe_sampler._split_complete_trials_single_objective,
                    tpe_sampler.default_gamma, tpe_sampler._get_infeasible_trial_score, TPE.sample_relative,
                    TPE._sample_relative, TPE.sample_independent, optuna.trial.Trial._suggest,
-                   optuna.trial.Trial._is_relative_param, optuna.Study._get_trials)
-CHECKED_FINGERPRINT = "76ee094b99b236b0"
+                   optuna.trial.Trial._is_relative_param, optuna.Study._get_trials, TPE.__init__,
+                   optuna.samplers.RandomSampler, LazyRandomState)
+CHECKED_FINGERPRINT = "4e6d30654805353a"
 
 
 def fingerprint() -> str | None:
@@ -288,6 +291,12 @@ class FastTPESampler(TPE):
         self._parzen_estimator_cls = self._estimator
         self._rows: dict[int, tuple[FrozenTrial, tuple[float, ...] | None]] = {}
         self._rows_space: tuple[tuple[str, BaseDistribution], ...] = ()
+
+    def seed_draw(self, seed: int) -> None:
+        """Seed the random states of the next suggestion: TPE's own and its random sampler's (startup
+        trials, parameters outside the joint space)."""
+        self._rng.rng.seed(seed)
+        self._random_sampler._rng.rng.seed(seed)
 
     def _estimator(self, *args: Any) -> _CachedParzenEstimator:
         return _CachedParzenEstimator(*args, masses=self._masses, grids=self._grids)

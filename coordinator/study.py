@@ -276,8 +276,11 @@ class Study:
             else:
                 self.asks["head"] += 1
                 if fast_tpe.ACTIVE:
-                    proposal = ask_pool.propose(self.study._storage, self.name, self.study.sampler, self.dists)
+                    proposal = ask_pool.propose(self.study._storage, self.name, self.study.sampler, self.dists,
+                                                self.seed, lane=0)
             trial = self._create(proposal.params) if proposal is not None else self.study.ask(self.dists)
+            if proposal is not None and self._pool is not None:
+                self._pool.drawn(proposal.draw)
             self._trials[trial.number] = trial
             self._running.add(trial.number)
             self._in_flight = max(self._in_flight, len(self._running))

@@ -98,8 +98,10 @@ def test_a_proposal_that_missed_nothing_is_the_one_the_sampler_makes_now():
     """Against Optuna's own split, over asks, results (ties among them) and failures. A proposal made
     `back` changes ago that missed nothing rests on the same trials as one made now, and is the very
     proposal the sampler makes now (same seed, same draw). Where only results came since, it missed
-    nothing exactly when the split is the same: a result that leaves the split alone never counts."""
+    nothing exactly when the split is the same: a result that leaves the split alone never counts. One
+    sampler makes every proposal: each draw is seeded by the trials it saw, not by the asks before it."""
     study, dists, rng = optuna.create_study(direction="maximize"), distributions(), np.random.default_rng(4)
+    sampler = make_sampler(0)
     changes = Changes([], STARTUP_TRIALS, fast_tpe.gamma)
     running: list[optuna.Trial] = []
     states, proposals, kinds, reused = [], [], [], 0
@@ -121,7 +123,7 @@ def test_a_proposal_that_missed_nothing_is_the_one_the_sampler_makes_now():
                 kinds.append("result")
         assert changes.count == ask_pool.changes(study.get_trials(deepcopy=False))
         states.append((changes.count, tpe_inputs(study)))
-        proposals.append(ask_pool.propose(study._storage, study.study_name, make_sampler(9), dists).params)
+        proposals.append(ask_pool.propose(study._storage, study.study_name, sampler, dists, 9, 0).params)
         for back in range(1, min(step, 8) + 1):
             seen, inputs = states[-1 - back]
             if inputs is None:
@@ -142,6 +144,45 @@ def test_with_one_trial_at_a_time_a_proposal_is_used_only_if_it_missed_nothing(t
     try:
         until(lambda: ask_and_tell(study, 4, in_flight=1) and study.asks["ask_processes"] >= 20)
         assert study.asks["missed"] == 0 and study.asks["head"] >= 1
+    finally:
+        study.close()
+
+
+def planted(params: dict) -> float:
+    """A result that only some parameters move, with ties."""
+    return round(params["residue_mod_1"] / 20 - abs(params["temporal_window_size"] - 150) / 300, 2)
+
+
+def test_a_seeded_study_run_one_trial_at_a_time_proposes_the_same_trials_wherever_they_are_asked(tmp_path: Path):
+    """The same seed gives the same trials with or without ask processes, however the asks are timed:
+    a proposal that missed nothing is drawn as the head would draw it."""
+    runs = {}
+    for processes, pause in ((0, 0.0), (2, 0.03)):
+        study = Study("s", storage_path("s", tmp_path / str(processes)), seed=5, create=True,
+                      ask_processes=processes)
+        try:
+            for _ in range(60):
+                number, params = study.ask()
+                time.sleep(pause)  # the trial runs; an ask process computes the next trial's parameters
+                study.tell_value(number, planted(params))
+            runs[processes] = [t.params for t in study.study.get_trials()], dict(study.asks)
+        finally:
+            study.close()
+    assert runs[2][0] == runs[0][0]
+    assert runs[0][1]["ask_processes"] == 0 and runs[2][1]["ask_processes"] >= 10 and runs[2][1]["missed"] == 0
+
+
+def test_no_two_trials_are_made_from_one_draw(tmp_path: Path):
+    study = Study("s", preloaded(tmp_path), seed=0, create=False)
+    try:
+        until(lambda: ask_and_tell(study, 2) and study.asks["ask_processes"] >= 1)
+        pool = study._pool
+        assert pool is not None
+        fresh = ask_pool.Proposal({}, study._changes.count, (10_000, 1))
+        assert pool.usable(fresh)
+        pool.drawn(fresh.draw)
+        assert not pool.usable(fresh) and not pool.usable(ask_pool.Proposal({}, fresh.seen, (10_000, 1)))
+        assert pool.usable(ask_pool.Proposal({}, fresh.seen, (10_000, 2)))
     finally:
         study.close()
 
@@ -174,6 +215,7 @@ def test_from_many_slots_each_trial_is_asked_once_and_stored_whole(tmp_path: Pat
     reader = Study("s", path, seed=0, create=False, writer=False)
     trials = reader.trials()
     assert all(t.state == "COMPLETE" and set(t.params) == set(distributions()) for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # no draw used twice
     assert [t.number for t in trials] == list(range(len(trials)))
 
 
