@@ -109,10 +109,13 @@ class RigServer:
         self._failure: Exception | None = None  # why the last one failed
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        """The rig server's argv and environment: the rig's env, and its GPU variable empty (it uses none)."""
+        """The rig server's argv and environment: the rig's env, its GPU variable empty (it uses none), and
+        OpenBLAS without a thread pool. The tree forks at every slot and every trial; OpenBLAS stops its
+        pool before each fork and a trial's first product starts it again, for nothing: the rig's slots
+        share its CPUs, one trial each."""
         rig = self.rig
         return ([rig.python, "-m", "worker", "serve", "--root", "."],
-                {**rig.env, rig.gpu_env: "", "PYTHONPATH": protocol.CODE_DIR})
+                {**rig.env, rig.gpu_env: "", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": protocol.CODE_DIR})
 
     def open(self, index: int) -> SlotProcess:
         """A new slot server for slot `index`; its first event is its "ready". Raises ServerError or

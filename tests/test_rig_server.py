@@ -4,6 +4,7 @@ tried once for all the slots waiting on it."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,18 @@ def test_stopping_one_slot_leaves_the_others_serving(transport: CountingTranspor
             first.read(1)
         second.send(Ping(2))
         assert second.read(10) == Ping(2)
+    finally:
+        server.close()
+
+
+def test_the_tree_runs_openblas_without_a_thread_pool(transport: CountingTransport):
+    """Every fork would stop the pool and every trial start it again."""
+    server = RigServer(transport, contract.code_hash())
+    try:
+        slot = server.open(0)
+        for pid in (ready(slot).pid, server.ready.pid if server.ready else 0):
+            assert b"OPENBLAS_NUM_THREADS=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert os.listdir(f"/proc/{pid}/task") == [str(pid)]
     finally:
         server.close()
 
