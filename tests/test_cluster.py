@@ -38,11 +38,12 @@ def clean_accuracy(data: Path, record: dict) -> float:
                      data).accuracy
 
 
-def step2(root: Path, data: Path, rigs: list[Rig], trials: int, watcher=None) -> tuple[object, Study, Path]:
+def step2(root: Path, data: Path, rigs: list[Rig], trials: int, watcher=None,
+          quarantine_after: int = 3) -> tuple[object, Study, Path]:
     (root / "rigs.toml").write_text(rigs_toml(rigs))
     opts = Step2Options(rigs=root / "rigs.toml", data=data, mod=1000, trials=trials, sample_size=SAMPLE, study="c",
                         replicates=EVALUATION.replicates, eval_size=EVALUATION.eval_size, nulls=EVALUATION.nulls,
-                        confirm_top=0,
+                        confirm_top=0, quarantine_after=quarantine_after,
                         timeout_s=60, output=root / "optimal_scorer_config.json",
                         studies_dir=root / "optuna_studies", runs_dir=root / "runs")
     state = RunState()
@@ -87,8 +88,9 @@ def test_a_rig_killed_mid_run_finishes_its_trials_on_the_head(tmp_path: Path, ss
                 threading.Thread(target=lambda: wait_for(lambda: any(logs.rglob("*.log")), 30)
                                  and doomed.kill(), daemon=True).start()
 
-    # enough trials that some are left when the rig dies, however long its warm-up took beside the head's
-    result, study, trials = step2(tmp_path, data, [head(tmp_path), rig], 16, KillOnFirstRemoteTrial())
+    # its first failure leaves it out, whether or not trials are left for its other slot to try
+    result, study, trials = step2(tmp_path, data, [head(tmp_path), rig], 16, KillOnFirstRemoteTrial(),
+                                  quarantine_after=1)
     assert killed.is_set() and result.summary.quarantined.get("doomed")
     records = study.trials()
     assert [t.state for t in records] == ["COMPLETE"] * 16
