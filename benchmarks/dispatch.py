@@ -63,6 +63,7 @@ class Timeline:
         self.slots: dict[tuple[str, int], list[float]] = defaultdict(list)
         self.failures: list[str] = []
         self.cpu: dict[str, float] = {}
+        self.asks: dict[str, int] = {}  # a study's, when the source was one
 
     def notify(self, event: Event) -> None:
         if event.kind in ("started", "finished"):
@@ -117,6 +118,8 @@ def schedule(lb: Loopback, slots: list[KeepWarm], source: FixedJobs | Step2Sourc
     Scheduler(source, slots, timeline).run()
     seconds = time.monotonic() - start
     timeline.cpu = {role: used - before[role] for role, used in cpu_seconds().items()}
+    if isinstance(source, Step2Source):
+        timeline.asks = dict(source.study.asks)
     if timeline.failures:
         raise RuntimeError("benchmark trials failed: " + "; ".join(timeline.failures[:5]))
     return seconds, timeline
@@ -212,7 +215,10 @@ def _makespan(work: Path, repeats: int, trials: int, trial_s: float, sources: So
         runs: dict[str, list[tuple[float, Timeline]]] = {key: [] for key in sources}
         for repeat in range(repeats):
             for key, source in sources.items():
-                runs[key].append(schedule(lb, slots, source(lb, repeat, trials)))
+                made = source(lb, repeat, trials)
+                runs[key].append(schedule(lb, slots, made))
+                if isinstance(made, Step2Source):
+                    made.study.close()  # its ask processes, idle from now on
     shape = {"slots": len(slots), "trials": trials, "trial_s": trial_s, "ideal_s": ideal, "cores": os.cpu_count()}
     return {key: figure([ideal / seconds for seconds, _ in done], "ideal/actual", **shape,
                         actual_s=figure([seconds for seconds, _ in done], "s"),
@@ -220,8 +226,16 @@ def _makespan(work: Path, repeats: int, trials: int, trial_s: float, sources: So
                         idle_ms=figure([i * 1000 for _, t in done for i in t.idle()], "ms"),
                         cpu_ms_per_trial={role: figure([t.cpu[role] * 1000 / trials for _, t in done], "ms")
                                           for role in done[0][1].cpu},
-                        cores_busy=figure([sum(t.cpu.values()) / seconds for seconds, t in done], "cores"))
+                        cores_busy=figure([sum(t.cpu.values()) / seconds for seconds, t in done], "cores"),
+                        **_asks([t for _, t in done]))
             for key, done in runs.items()}, warmup
+
+
+def _asks(timelines: list[Timeline]) -> dict[str, Any]:
+    """The study's asks over the repeats, by who made them, and the changes the ask processes' missed."""
+    if not timelines[0].asks:
+        return {}
+    return {"asks": {key: sum(t.asks[key] for t in timelines) for key in timelines[0].asks}}
 
 
 def run_makespan(work: Path, repeats: int = 3) -> dict[str, Any]:

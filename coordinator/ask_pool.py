@@ -20,22 +20,15 @@ tell. A proposal records the count it saw. What a constant-liar TPE proposal res
 random draw, is the split of the trials into "below" (the best gamma(n) completed) and "above" (the
 other completed ones and every running one, its liar), each side ordered by trial number. A result that
 ranks outside the best leaves both sides as they were (the trial was in "above" while it ran, and stays
-there), so a proposal made before it is exactly the one the sampler would make after it. Only asks,
-failures and results that change the best gamma(n) change a proposal's inputs (`Changes` counts them).
-A proposal may be used while at most one of those per `IN_FLIGHT_PER_MISSED` trials in flight came
-after it (the study says how many fly: see Study). With one trial in flight none may: the one proposal
-computed while it runs is used when its result lands outside the best, and computed again otherwise.
-With many, TPE's constant liar already treats them as unknown and a few more change little. One made
-before TPE's startup trials were done is a random draw, and is never used once they are.
-
-Chains. When many slots free at once (trials of one length end together), their asks come in a burst.
-So the first process keeps a chain ready: proposals for the next trials, as many as fly, each computed
-with the ones before it as running trials (`propose_chain`, on the journal as it was when the chain
-began). The k-th is exactly what its lane would propose once the k before it are asked, so the asks
-of its own chain are not changes it missed; a proposal is used only after those before it made trials.
-A chain that has missed half of what a proposal may miss is computed again (the old one serves until
-the new one's first proposal comes: a process reads a newer request between two proposals). While the
-chain has none usable the other processes compute one proposal each.
+there), so a proposal made before it is exactly the one the sampler would make after it, up to its
+random draw. Only asks, failures and results that change the best gamma(n) change a proposal's inputs
+(`Changes` counts them). A proposal may be used while at most one of those per `IN_FLIGHT_PER_MISSED`
+trials in flight came after it (the study says how many fly: see Study). With one trial in flight
+none may: the one proposal computed while it runs is used when its result lands outside the best, and
+computed again otherwise. With many, TPE's constant liar already treats them as unknown and a few more
+change little. A proposal too old is computed again as soon as it is, so the next ask finds it done or
+nearly; one too old is never used (the head asks itself instead). Nor is one made before TPE's
+startup trials were done: it is a random draw. None is computed before then.
 
 Life. `AskPool` starts its processes from its own thread, which lives as long as the pool. Each process
 asks the kernel to kill it when that thread ends (PR_SET_PDEATHSIG: the coordinator's death, even by
@@ -46,22 +39,19 @@ one that dies before is not (the fault is in its start). With no process up, ask
 from __future__ import annotations
 
 import bisect
-import copy
 import ctypes
 import json
 import logging
 import math
 import os
-import select
 import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +66,13 @@ PR_SET_PDEATHSIG = 1
 RESTARTS = 5  # over the pool's life, for processes that had served
 LATE_S = 1.0  # a request older than this is no longer waited for
 IN_FLIGHT_PER_MISSED = 2
-CHAIN_MAX = 32  # proposals computed ahead, at most
 
 
 @dataclass(frozen=True)
 class Proposal:
     params: dict[str, Any]
     seen: int  # the study's changes (`changes`) when it was computed
-    draw: tuple[int, int]  # the trials it saw (those ahead of it included) and its lane: what seeded its draw
-    ahead: int = 0  # the proposals before it in its chain, which it counted as running trials
-
-
-def _chain(proposal: Proposal) -> tuple[int, int]:
-    """Which chain it belongs to: the study it was computed on, and where the chain began."""
-    return proposal.seen, proposal.draw[0] - proposal.ahead
+    draw: tuple[int, int]  # the trials it saw and its lane: what seeded its random draw
 
 
 def changes(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
@@ -151,13 +134,9 @@ class _Process:
     index: int
     popen: subprocess.Popen | None = None
     served: bool = False  # has delivered a proposal
-    request: int = 0  # the latest request's number: lines for an earlier one are dropped
-    requested: int | None = None  # the study's changes when it was sent; None: idle (its chain is done)
-    length: int = 0  # the proposals it asked for
-    delivered: int = 0  # the proposals it has sent for it
-    seen: int = 0  # the study's changes its chain was computed on (once one came)
-    since: float = 0.0  # when it was sent, or the latest proposal for it came
-    ready: deque[Proposal] = field(default_factory=deque)  # its latest chain's proposals not yet taken
+    requested: int | None = None  # the study's changes when the pending request was sent; None: idle
+    since: float = 0.0  # when it was sent
+    proposal: Proposal | None = None
 
 
 class AskPool:
@@ -169,7 +148,7 @@ class AskPool:
         self._cond = threading.Condition()
         self._changes = study_changes
         self._in_flight = 0  # as the study last said
-        self._drawn: dict[tuple[int, int], tuple[int, int]] = {}  # the draws trials were made from: their chain
+        self._drawn: set[tuple[int, int]] = set()  # the draws trials were made from
         self._restarts = RESTARTS
         self._closing = False
         self._wake_r, self._wake_w = os.pipe()
@@ -186,10 +165,9 @@ class AskPool:
         with self._cond:
             self._in_flight = in_flight
             while True:
-                heads = [p for p in self._procs if p.ready and self.usable(p.ready[0])]
-                if heads:
-                    best = min(heads, key=lambda p: (self._missed(p.ready[0]), -p.ready[0].seen))
-                    return best.ready.popleft()
+                usable = [p for p in self._procs if self.usable(p.proposal)]
+                if usable:
+                    return self._pop(max(usable, key=lambda p: p.proposal.seen if p.proposal else 0))
                 if not self._coming():
                     self._refresh()
                 if not self._coming():
@@ -197,7 +175,7 @@ class AskPool:
                 self._cond.wait(LATE_S)
 
     def changed(self, in_flight: int) -> None:
-        """The study changed: processes whose proposals are getting old compute new ones."""
+        """The study changed: idle processes whose proposal would be refused now compute a new one."""
         with self._cond:
             self._in_flight = in_flight
             self._refresh()
@@ -211,22 +189,6 @@ class AskPool:
         os.write(self._wake_w, b"x")
         self._thread.join()
 
-    def usable(self, proposal: Proposal | None) -> bool:
-        """Fresh enough (it missed no more changes than the trials in flight allow), from a draw no trial
-        was made from, and, for one computed ahead, each proposal before it in its chain made a trial
-        (no lock needed)."""
-        tpe_from = self._changes.tpe_from
-        if (proposal is None or tpe_from is None or proposal.seen < tpe_from or proposal.draw in self._drawn
-                or self._missed(proposal) > self._allowed):
-            return False
-        number, lane = proposal.draw
-        chain = _chain(proposal)
-        return all(self._drawn.get((number - back, lane)) == chain for back in range(1, proposal.ahead + 1))
-
-    def drawn(self, proposal: Proposal) -> None:
-        """A trial was made from this proposal, here or in the head."""
-        self._drawn[proposal.draw] = _chain(proposal)
-
     # -- requests (lock held) ------------------------------------------------------------------------
 
     @property
@@ -234,59 +196,58 @@ class AskPool:
         """The changes a proposal may have missed."""
         return self._in_flight // IN_FLIGHT_PER_MISSED
 
-    def _missed(self, proposal: Proposal) -> int:
-        """The changes it missed: those since the study it saw, less the asks of the proposals before it
-        in its chain (it counted them as running trials)."""
-        return self._changes.missed(proposal.seen) - proposal.ahead
+    def usable(self, proposal: Proposal | None) -> bool:
+        """Made by TPE (after the startup trials), fresh enough (it missed no more changes than the trials
+        in flight allow) and from a draw no trial was made from (no lock needed)."""
+        return (proposal is not None and self._tpe(proposal.seen) and proposal.draw not in self._drawn
+                and self._changes.missed(proposal.seen) <= self._allowed)
 
-    def _chain_missed(self, proc: _Process) -> int | None:
-        """What the next proposal `proc` offers (its chain's first not taken, ready or on its way) missed;
-        None when it offers none usable."""
-        if proc.requested is not None and not proc.delivered:  # it reads the journal after the request
-            tpe_from = self._changes.tpe_from
-            return self._changes.missed(proc.requested) if tpe_from is not None and proc.requested >= tpe_from else None
-        if proc.ready:
-            return self._missed(proc.ready[0]) if self.usable(proc.ready[0]) else None
-        if proc.requested is not None:  # all it sent were taken, and more are on their way
-            return self._changes.missed(proc.seen) - proc.delivered
-        return None
+    def _tpe(self, seen: int) -> bool:
+        """A proposal made on the study as it was at `seen` is TPE's, not a startup trial's random draw."""
+        return self._changes.tpe_from is not None and seen >= self._changes.tpe_from
+
+    def drawn(self, draw: tuple[int, int]) -> None:
+        """A trial was made from this draw, here or in the head."""
+        self._drawn.add(draw)
+
+    def _computing(self, proc: _Process) -> bool:
+        """Computing a proposal that will be usable."""
+        return (proc.requested is not None and self._tpe(proc.requested)
+                and self._changes.missed(proc.requested) <= self._allowed)
 
     def _coming(self) -> bool:
         """A process that has served is computing a proposal that will be usable, and is not late."""
-        return any(p.requested is not None and p.served and time.monotonic() - p.since < LATE_S
-                   and (m := self._chain_missed(p)) is not None and m <= self._allowed for p in self._procs)
+        return any(self._computing(p) and p.served and time.monotonic() - p.since < LATE_S for p in self._procs)
+
+    def _pop(self, proc: _Process) -> Proposal:
+        proposal, proc.proposal = proc.proposal, None
+        assert proposal is not None
+        return proposal
 
     def _refresh(self) -> None:
-        """The first process up keeps a chain of proposals fresh: as many as trials fly, each computed with
-        the ones before it as running trials, so that a burst of asks finds them ready. Fresh: with one
-        trial in flight it missed nothing; with more, at most half of what a proposal may miss. While it
-        has none usable, the others compute one proposal each, on lanes of their own (with one trial in
-        flight they stay idle: they would compute the same inputs as it)."""
-        up = [p for p in self._procs if p.popen is not None]
-        if not up or self._changes.tpe_from is None:  # before, asks are random draws, made in the head
+        """Idle processes without a usable proposal compute one: all of them while proposals may miss a
+        change, one while none may (two would compute the same inputs for one ask). None before the
+        startup trials are done: asks are random draws until then, made in the head."""
+        if self._changes.tpe_from is None:
             return
-        chain, others = up[0], up[1:]
-        missed = self._chain_missed(chain)
-        if missed is None or missed > self._allowed // 2:
-            self._request(chain, min(max(self._in_flight, 1), CHAIN_MAX) if self._allowed else 1)
-        if not self._allowed or (chain.ready and self.usable(chain.ready[0])):
-            return
-        for proc in others:
-            if proc.requested is None and not (proc.ready and self.usable(proc.ready[0])):
-                self._request(proc, 1)
+        wanted = len(self._procs) if self._allowed else 1
+        usable = sum(self._computing(p) or (p.requested is None and self.usable(p.proposal)) for p in self._procs)
+        for proc in self._procs:
+            if usable >= wanted:
+                return
+            if proc.popen is not None and proc.requested is None and not self.usable(proc.proposal):
+                self._request(proc)
+                usable += 1
 
-    def _request(self, proc: _Process, length: int) -> None:
-        """Ask `proc` for a chain of `length` proposals; one it is computing is dropped (it reads the
-        request between two proposals)."""
+    def _request(self, proc: _Process) -> None:
         assert proc.popen is not None and proc.popen.stdin is not None
         lane = proc.index + 1 if self._allowed else 0
         try:
-            proc.popen.stdin.write(b"propose %d %d %d\n" % (proc.request + 1, lane, length))
+            proc.popen.stdin.write(b"propose %d\n" % lane)
             proc.popen.stdin.flush()
         except OSError:  # it has died: the pool's thread sees its output close
             return
-        proc.request += 1
-        proc.requested, proc.length, proc.delivered, proc.since = self._changes.count, length, 0, time.monotonic()
+        proc.requested, proc.since = self._changes.count, time.monotonic()
 
     # -- the pool's thread -------------------------------------------------------------------------
 
@@ -311,26 +272,20 @@ class AskPool:
         proc.popen = subprocess.Popen([sys.executable, "-m", "coordinator.ask_pool", *args],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._selector.register(proc.popen.stdout, selectors.EVENT_READ, proc)
-        proc.served, proc.requested = False, None
-        proc.ready.clear()
-        self._request(proc, 1)
+        proc.served, proc.proposal, proc.requested = False, None, None
+        self._request(proc)
 
     def _read(self, proc: _Process) -> None:
         assert proc.popen is not None and proc.popen.stdout is not None
         line = proc.popen.stdout.readline()
         with self._cond:
-            if not line:
-                self._died(proc)
-            elif (message := json.loads(line))["request"] == proc.request:  # else a chain it dropped
-                proposal = Proposal(message["params"], message["seen"], tuple(message["draw"]), message["ahead"])
-                if proposal.ahead == 0:
-                    proc.ready.clear()  # the new chain replaces the old
-                proc.ready.append(proposal)
-                proc.served, proc.since, proc.seen = True, time.monotonic(), proposal.seen
-                proc.delivered += 1
-                if proc.delivered == proc.length:
-                    proc.requested = None
+            if line:
+                message = json.loads(line)
+                proc.proposal = Proposal(message["params"], message["seen"], tuple(message["draw"]))
+                proc.served, proc.requested = True, None
                 self._refresh()  # it may be too old already
+            else:
+                self._died(proc)
             self._cond.notify_all()
 
     def _died(self, proc: _Process) -> None:
@@ -341,8 +296,7 @@ class AskPool:
         code = popen.wait()
         popen.stdout.close()
         popen.stdin.close()
-        served, proc.popen, proc.requested = proc.served, None, None
-        proc.ready.clear()
+        served, proc.popen, proc.requested, proc.proposal = proc.served, None, None, None
         if self._closing:
             return
         if served and self._restarts > 0:
@@ -357,8 +311,7 @@ class AskPool:
         with self._cond:
             popens = [p.popen for p in self._procs if p.popen is not None]
             for proc in self._procs:
-                proc.popen, proc.requested = None, None
-                proc.ready.clear()
+                proc.popen, proc.requested, proc.proposal = None, None, None
         for popen in popens:
             popen.kill()
             popen.wait()
@@ -396,48 +349,6 @@ def propose(storage: optuna.storages.BaseStorage, study_name: str, sampler: Fast
     return Proposal(params, changes(trials), draw)
 
 
-class Ahead:
-    """A storage's study as it was when this was made, with proposals not yet asked after its trials, as
-    running trials: what the study will be once they are asked. Only what `propose` reads."""
-
-    def __init__(self, storage: optuna.storages.BaseStorage, study_name: str, dists: dict[str, Any]):
-        self._storage, self._dists = storage, dists
-        self._study_id = storage.get_study_id_from_name(study_name)
-        self._trials = storage.get_all_trials(self._study_id, deepcopy=False)
-        self.seen, self.ahead = changes(self._trials), 0
-
-    def add(self, params: dict[str, Any]) -> None:
-        """This proposal is asked next."""
-        number = len(self._trials)
-        self._trials.append(optuna.trial.FrozenTrial(
-            number=number, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=None,
-            datetime_complete=None, params=params, distributions=self._dists, user_attrs={}, system_attrs={},
-            intermediate_values={}, trial_id=-2 - number))
-        self.ahead += 1
-
-    def get_study_id_from_name(self, study_name: str) -> int:
-        return self._study_id
-
-    def get_study_directions(self, study_id: int) -> list[optuna.study.StudyDirection]:
-        return self._storage.get_study_directions(study_id)
-
-    def get_all_trials(self, study_id: int, deepcopy: bool = True,
-                       states: Container[optuna.trial.TrialState] | None = None) -> list[optuna.trial.FrozenTrial]:
-        trials = [t for t in self._trials if states is None or t.state in states]
-        return copy.deepcopy(trials) if deepcopy else trials
-
-
-def propose_chain(storage: optuna.storages.BaseStorage, study_name: str, sampler: FastTPESampler,
-                  dists: dict[str, Any], seed: int, lane: int) -> Iterator[Proposal]:
-    """Proposals for the next trials, each computed with the ones before it as running trials: the k-th
-    is the one `propose` would make on this lane once the k before it are asked, with nothing else."""
-    study = Ahead(storage, study_name, dists)
-    while True:
-        made = propose(study, study_name, sampler, dists, seed, lane)  # type: ignore[arg-type]
-        yield Proposal(made.params, study.seen, made.draw, study.ahead)
-        study.add(made.params)
-
-
 def _die_with_parent(parent: int) -> bool:
     """Ask for SIGKILL when the thread that started this process ends; False if it already has."""
     prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux; elsewhere the closed pipe
@@ -447,9 +358,8 @@ def _die_with_parent(parent: int) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m coordinator.ask_pool JOURNAL STUDY SEED PARENT_PID`: requests on stdin, `propose
-    REQUEST LANE LENGTH`, each answered by a chain of LENGTH proposals, one line each, until a newer
-    request arrives or the chain is done."""
+    """`python -m coordinator.ask_pool JOURNAL STUDY SEED PARENT_PID`: one proposal per request line
+    (`propose LANE`)."""
     path, name, seed, parent = argv
     if not _die_with_parent(int(parent)):
         return 0
@@ -457,45 +367,11 @@ def main(argv: list[str]) -> int:
 
     storage = read_only_storage(Path(path))
     sampler, dists = make_sampler(int(seed)), distributions()
-    requests = _Requests(sys.stdin.fileno())
-    line = requests.next()
-    while line is not None:
-        request, lane, length = (int(word) for word in line.split()[1:])
-        chain = propose_chain(storage, name, sampler, dists, int(seed), lane)
-        for _, proposal in zip(range(length), chain, strict=False):
-            sys.stdout.write(json.dumps({"params": proposal.params, "seen": proposal.seen, "draw": proposal.draw,
-                                         "ahead": proposal.ahead, "request": request}) + "\n")
-            sys.stdout.flush()
-            if requests.waiting():
-                break
-        line = requests.next()
+    for line in sys.stdin.buffer:
+        proposal = propose(storage, name, sampler, dists, int(seed), int(line.split()[1]))
+        sys.stdout.write(json.dumps({"params": proposal.params, "seen": proposal.seen, "draw": proposal.draw}) + "\n")
+        sys.stdout.flush()
     return 0
-
-
-class _Requests:
-    """Request lines from a pipe, with a look to see whether one is waiting."""
-
-    def __init__(self, fd: int):
-        self._fd, self._buffer, self._eof = fd, b"", False
-
-    def waiting(self) -> bool:
-        while not self._eof and b"\n" not in self._buffer and select.select([self._fd], [], [], 0)[0]:
-            self._read()
-        return b"\n" in self._buffer or self._eof
-
-    def next(self) -> str | None:
-        """The next line, waiting for it; None at EOF."""
-        while b"\n" not in self._buffer and not self._eof:
-            self._read()
-        if b"\n" not in self._buffer:
-            return None
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
-
-    def _read(self) -> None:
-        data = os.read(self._fd, 4096)
-        self._buffer += data
-        self._eof = not data
 
 
 if __name__ == "__main__":

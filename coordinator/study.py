@@ -272,7 +272,7 @@ class Study:
                 proposal = None
             if proposal is not None:
                 self.asks["ask_processes"] += 1
-                self.asks["missed"] += self._changes.missed(proposal.seen) - proposal.ahead
+                self.asks["missed"] += self._changes.missed(proposal.seen)
             else:
                 self.asks["head"] += 1
                 if fast_tpe.ACTIVE:
@@ -280,7 +280,7 @@ class Study:
                                                 self.seed, lane=0)
             trial = self._create(proposal.params) if proposal is not None else self.study.ask(self.dists)
             if proposal is not None and self._pool is not None:
-                self._pool.drawn(proposal)
+                self._pool.drawn(proposal.draw)
             self._trials[trial.number] = trial
             self._running.add(trial.number)
             self._in_flight = max(self._in_flight, len(self._running))

@@ -3,7 +3,6 @@ they die, and gone when the study closes or the coordinator is killed."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -138,6 +137,18 @@ def test_a_proposal_that_missed_nothing_is_the_one_the_sampler_makes_now():
     assert reused > 100
 
 
+def test_tpe_begins_with_the_startup_trials_result():
+    changes = Changes([], STARTUP_TRIALS, fast_tpe.gamma)
+    for number in range(STARTUP_TRIALS):
+        assert changes.tpe_from is None
+        changes.asked()
+        changes.told(number, None if number == 3 else 0.1)  # a failure is not a result
+    assert changes.tpe_from is None
+    changes.asked()
+    changes.told(STARTUP_TRIALS, 0.2)
+    assert changes.tpe_from == changes.count == 2 * (STARTUP_TRIALS + 1)
+
+
 def test_with_one_trial_at_a_time_a_proposal_is_used_only_if_it_missed_nothing(tmp_path: Path):
     """The ask process computes the next trial's parameters while a trial runs; a result that changes
     the best trials makes it compute them again, so every one used is what the head would have asked."""
@@ -173,43 +184,6 @@ def test_a_seeded_study_run_one_trial_at_a_time_proposes_the_same_trials_whereve
     assert runs[0][1]["ask_processes"] == 0 and runs[2][1]["ask_processes"] >= 10 and runs[2][1]["missed"] == 0
 
 
-def test_a_chains_kth_proposal_is_the_one_its_lane_makes_once_the_k_before_it_are_asked():
-    study, dists, rng = optuna.create_study(direction="maximize"), distributions(), np.random.default_rng(1)
-    study.add_trials([optuna.trial.create_trial(params=random_params(rng), distributions=dists,
-                                                value=float(rng.uniform(-0.2, 0.5))) for _ in range(40)])
-    study.ask(dists)
-    chain = ask_pool.propose_chain(study._storage, study.study_name, make_sampler(0), dists, 7, 1)
-    sampler = make_sampler(0)
-    for k, proposal in zip(range(6), chain, strict=False):
-        assert proposal.ahead == k and proposal.seen == 81
-        assert ask_pool.propose(study._storage, study.study_name, sampler, dists, 7, 1) == dataclasses.replace(
-            proposal, seen=81 + k, ahead=0)
-        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=proposal.params, distributions=dists)
-        study._storage.create_new_trial(study._study_id, template)  # asked
-        assert tpe_inputs(study) is not None
-
-
-def test_a_burst_of_asks_takes_a_chain_computed_while_the_trials_ran(tmp_path: Path):
-    """Eight asks in a row, as when eight slots free at once: each takes the next proposal of the chain,
-    which counted the ones before it as running trials. So each missed only what the chain had missed
-    when the burst began (results told since it was computed), not the asks before it."""
-    study = Study("s", preloaded(tmp_path), seed=0, create=False)
-    try:
-        until(lambda: ask_and_tell(study, 8, in_flight=8) and study.asks["ask_processes"] >= 8)
-        pool = study._pool
-        assert pool is not None
-        chain = pool._procs[0]
-        until(lambda: len(chain.ready) >= 8 and chain.requested is None)
-        before, missed = dict(study.asks), pool._missed(chain.ready[0])
-        burst = [study.ask()[0] for _ in range(8)]
-        assert study.asks["ask_processes"] == before["ask_processes"] + 8
-        assert study.asks["missed"] == before["missed"] + 8 * missed and missed <= 2
-        for number in burst:
-            study.tell_value(number, 0.1)
-    finally:
-        study.close()
-
-
 def test_no_two_trials_are_made_from_one_draw(tmp_path: Path):
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
     try:
@@ -218,12 +192,11 @@ def test_no_two_trials_are_made_from_one_draw(tmp_path: Path):
         assert pool is not None
         fresh = ask_pool.Proposal({}, study._changes.count, (10_000, 1))
         assert pool.usable(fresh)
-        pool.drawn(fresh)
+        pool.drawn(fresh.draw)
         assert not pool.usable(fresh) and not pool.usable(ask_pool.Proposal({}, fresh.seen, (10_000, 1)))
         assert pool.usable(ask_pool.Proposal({}, fresh.seen, (10_000, 2)))
-        # the next in its chain is usable; one whose predecessor's draw made a trial from another chain is not
-        assert pool.usable(ask_pool.Proposal({}, fresh.seen, (10_001, 1), ahead=1))
-        assert not pool.usable(ask_pool.Proposal({}, fresh.seen - 1, (10_001, 1), ahead=1))
+        # one made before the startup trials were done (here: before the study loaded) is a random draw
+        assert not pool.usable(ask_pool.Proposal({}, study._changes.tpe_from - 1, (10_000, 3)))
     finally:
         study.close()
 
@@ -263,8 +236,7 @@ def test_from_many_slots_each_trial_is_asked_once_and_stored_whole(tmp_path: Pat
 def test_a_killed_ask_process_is_started_again_and_costs_no_trial(tmp_path: Path):
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
     try:
-        # both have served (each computes one proposal once started)
-        until(lambda: ask_and_tell(study, 2) and study._pool is not None and all(p.served for p in study._pool._procs))
+        until(lambda: ask_and_tell(study, 2) and study.asks["ask_processes"] >= 3)
         victim = ask_processes(os.getpid())[0]
         os.kill(victim, signal.SIGKILL)
         until(lambda: not alive(victim))
