@@ -232,7 +232,7 @@ def _makespan(work: Path, repeats: int, trials: int, trial_s: float, sources: So
 
 
 def _asks(timelines: list[Timeline]) -> dict[str, Any]:
-    """The study's asks over the repeats, by who made them, and the changes the ask processes' missed."""
+    """The study's asks over the repeats, by who made them, and the changes the ask processes' proposals missed."""
     if not timelines[0].asks:
         return {}
     return {"asks": {key: sum(t.asks[key] for t in timelines) for key in timelines[0].asks}}
