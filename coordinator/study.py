@@ -221,7 +221,6 @@ class Study:
         # Trials in flight, for the freshness of proposals: the most that have run at once. The number
         # running now understates them while asks hold the slots up (slots wait instead of running).
         self._in_flight = len(self._running)
-        self._complete = sum(t.state == OptunaState.COMPLETE for t in trials)
         self._changes = Changes(trials, STARTUP_TRIALS, fast_tpe.gamma)  # by which proposals are dated
         # Proposals rest on private Optuna calls, checked with the fast path.
         self._ask_processes = ask_processes if writer and fast_tpe.ACTIVE else 0
@@ -303,12 +302,11 @@ class Study:
             if self._pool is None and self._ask_processes:
                 self._pool = AskPool(self.path, self.name, self.seed, self._ask_processes, self._changes)
                 weakref.finalize(self, self._pool.close)
-            return self._pool if self._complete >= STARTUP_TRIALS else None
+            return self._pool if self._changes.tpe_from is not None else None
 
     def _told(self, number: int, value: float | None) -> int:
         """Called with the lock held, after a tell (value None: a failure)."""
         self._running.discard(number)
-        self._complete += value is not None
         self._changes.told(number, value)
         return self._in_flight
 
