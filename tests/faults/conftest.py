@@ -67,11 +67,12 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path, data: Path,
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory: pytest.TempPathFactory, data: Path, faults_summary: FaultSummary) -> Iterator[Matrix]:
     """The head and two faulty rigs, run once for every worker-fault scenario: three worker starts
-    instead of twelve. Every slot takes its first trial at once (a barrier), each rig's attempts meet
-    its faults in turn, and each retry goes to the head (quarantine is held off meanwhile)."""
+    instead of twelve. A faulty rig has a slot per fault and every slot takes its first trial at once
+    (a barrier), so each fault meets a first attempt however fast the head works through the study;
+    each retry goes to the head (quarantine is held off meanwhile)."""
     with cluster_at(tmp_path_factory.mktemp("matrix") / "head", data, faults_summary, "matrix") as world:
         for rig, faults in MATRIX_RIGS.items():
-            world.ssh_rig(rig, *faults)
+            world.ssh_rig(rig, *faults, slots=len(faults))
         world.barrier(*MATRIX_RIGS)
         run = world.step2(MATRIX_TRIALS, "--quarantine-after", "10", timeout_s=MATRIX_TIMEOUT_S,
                           umask=0)  # modes must not rest on the caller's umask

@@ -45,7 +45,7 @@ STUDY = "s"
 SAMPLE_SIZE = 100
 RUN_MARK = "STEP2_FAULTS_RUN"  # in the coordinator's environment, so its head workers can be found
 CONFIG = "optimal_scorer_config.json"
-# The shared worker-fault run: rig -> its faults, one per attempt in turn.
+# The shared worker-fault run: rig -> its faults, one per attempt in turn (and a slot per fault).
 MATRIX_RIGS = {"crash": ("exit", "sigkill", "truncate", "stale", "late"), "stuck": ("hang",)}
 MATRIX_TRIALS = 10
 MATRIX_TIMEOUT_S = 8.0
@@ -252,7 +252,8 @@ class Cluster:
     def hit(self, name: str, fault: str, timeout: float = WAIT_S) -> tuple[int, int, int]:
         """(trial number, attempt, pid) of the attempt the rig's fault hit, waiting for it to happen."""
         path = self.workdir(name) / hit_path(fault)
-        assert wait_for(lambda: path.exists() and path.read_text().endswith("\n"), timeout), f"{name}: no {fault}"
+        assert wait_for(lambda: path.exists() and path.read_text().endswith("\n"), timeout), \
+            f"{name}: no {fault}" + "".join(f"\n{run.output}" for run in self.runs[-1:])
         tid, attempt, pid = path.read_text().split()
         return int(tid.removeprefix("trial_")), int(attempt), int(pid)
 
