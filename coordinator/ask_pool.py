@@ -197,14 +197,14 @@ class AskPool:
         return self._in_flight // IN_FLIGHT_PER_MISSED
 
     def usable(self, proposal: Proposal | None) -> bool:
-        """Made by TPE (after the startup trials), fresh enough (it missed no more changes than the trials
-        in flight allow) and from a draw no trial was made from (no lock needed)."""
-        return (proposal is not None and self._tpe(proposal.seen) and proposal.draw not in self._drawn
-                and self._changes.missed(proposal.seen) <= self._allowed)
+        """Fresh (see `_fresh`) and from a draw no trial was made from (no lock needed)."""
+        return proposal is not None and self._fresh(proposal.seen) and proposal.draw not in self._drawn
 
-    def _tpe(self, seen: int) -> bool:
-        """A proposal made on the study as it was at `seen` is TPE's, not a startup trial's random draw."""
-        return self._changes.tpe_from is not None and seen >= self._changes.tpe_from
+    def _fresh(self, seen: int) -> bool:
+        """A proposal made on the study as it was at `seen` is TPE's (not a startup trial's random draw)
+        and missed no more changes than the trials in flight allow."""
+        tpe_from = self._changes.tpe_from
+        return tpe_from is not None and seen >= tpe_from and self._changes.missed(seen) <= self._allowed
 
     def drawn(self, draw: tuple[int, int]) -> None:
         """A trial was made from this draw, here or in the head."""
@@ -212,8 +212,7 @@ class AskPool:
 
     def _computing(self, proc: _Process) -> bool:
         """Computing a proposal that will be usable."""
-        return (proc.requested is not None and self._tpe(proc.requested)
-                and self._changes.missed(proc.requested) <= self._allowed)
+        return proc.requested is not None and self._fresh(proc.requested)
 
     def _coming(self) -> bool:
         """A process that has served is computing a proposal that will be usable, and is not late."""
