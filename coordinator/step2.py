@@ -82,8 +82,7 @@ class Step2Source:
         if self.left <= 0:
             return None
         self.left -= 1
-        number, params = self.study.ask()
-        self.study.set_attrs(number, run_id=self.settings.run_id)
+        number, params = self.study.ask(run_id=self.settings.run_id)
         return Task(contract.trial_id(number), TrialSpec(number, params))
 
     def build(self, task: Task[TrialSpec], rig: Rig) -> Job:

@@ -263,7 +263,8 @@ class Study:
 
     # -- trials --------------------------------------------------------------------------------
 
-    def ask(self) -> tuple[int, dict[str, Any]]:
+    def ask(self, **attrs: Any) -> tuple[int, dict[str, Any]]:
+        """A new trial's number and parameters; `attrs`, its first user attributes, are stored with it."""
         pool = self._asks()
         proposal = pool.take(self._in_flight) if pool else None  # may wait: not under the lock
         with self.lock:
@@ -277,7 +278,12 @@ class Study:
                 if fast_tpe.ACTIVE:
                     proposal = ask_pool.propose(self.study._storage, self.name, self.study.sampler, self.dists,
                                                 self.seed, lane=0)
-            trial = self._create(proposal.params) if proposal is not None else self.study.ask(self.dists)
+            if proposal is not None:
+                trial = self._create(proposal.params, attrs)
+            else:
+                trial = self.study.ask(self.dists)
+                for key, value in attrs.items():
+                    trial.set_user_attr(key, value)
             if proposal is not None and self._pool is not None:
                 self._pool.drawn(proposal.draw)
             self._trials[trial.number] = trial
@@ -289,9 +295,10 @@ class Study:
             pool.changed(in_flight)
         return trial.number, dict(trial.params)
 
-    def _create(self, params: dict[str, Any]) -> optuna.Trial:
-        """A RUNNING trial with these parameters, in one journal line. Lock held."""
-        template = optuna.trial.create_trial(state=OptunaState.RUNNING, params=params, distributions=self.dists)
+    def _create(self, params: dict[str, Any], attrs: dict[str, Any]) -> optuna.Trial:
+        """A RUNNING trial with these parameters and user attributes, in one journal line. Lock held."""
+        template = optuna.trial.create_trial(state=OptunaState.RUNNING, params=params, distributions=self.dists,
+                                             user_attrs=attrs)
         return optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id, template))
 
     def _asks(self) -> AskPool | None:

@@ -3,6 +3,7 @@ a killed coordinator completed on resume, crashes told as FAIL with their reason
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,17 @@ def test_asked_params_are_valid_worker_params(tmp_path: Path):
         number, params = study.ask()
         validate_params({**params, "optuna_trial_number": number})
         study.tell_value(number, 0.1)
+
+
+def test_a_trial_is_asked_with_its_parameters_and_first_attributes_in_one_journal_line(tmp_path: Path):
+    path = storage_path("s", tmp_path)
+    study = Study("s", path, seed=1, create=True, ask_processes=0)
+    lines = len(path.read_text().splitlines())
+    number, params = study.ask(run_id="r1")
+    study.sync()
+    added = [json.loads(line) for line in path.read_text().splitlines()[lines:]]
+    assert len(added) == 1 and added[0]["user_attrs"] == {"run_id": "r1"} and set(added[0]["params"]) == set(params)
+    assert study.trials()[number].attrs == {"run_id": "r1"}
 
 
 def test_one_coordinator_per_study(tmp_path: Path):
