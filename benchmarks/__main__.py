@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import asks, dispatch, objective, scoring, search, step1, tree, trial_time
-from benchmarks.report import PAGE, RESULTS, save
+from benchmarks.report import PAGE, RESULTS, reference_ms, save
 
 GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {  # the timing-sensitive first, the long science runs last
     "trial": trial_time.run,
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     total = 0.0
     with tempfile.TemporaryDirectory(prefix="step2-bench-") as work:
         for group in groups:
-            print(f"benchmarks: {group} ...", flush=True)
+            reference = reference_ms()
+            print(f"benchmarks: {group} ... (reference work {reference} ms)", flush=True)
             start = time.monotonic()
             measured = GROUPS[group](Path(work) / group)
             seconds = time.monotonic() - start
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, f in measured.items():
                 print(f"  {key}: median {f['median']} {f['unit']} (min {f['min']}, max {f['max']}, n {f['n']})"
                       f" in {seconds:.0f} s", flush=True)
-            save({group: measured}, {group: seconds}, docs, load_before)  # a run stopped later keeps this group
+            # a run stopped later keeps this group
+            save({group: measured}, {group: seconds}, docs, load_before, {group: reference})
     print(f"benchmarks: wrote {RESULTS.relative_to(Path.cwd())} and {PAGE.relative_to(Path.cwd())}"
           f" in {total:.0f} s")
     return 0
