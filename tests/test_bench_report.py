@@ -23,4 +23,3 @@ def test_each_group_carries_the_reference_work_timed_before_it(tmp_path: Path, m
     assert "the reference work took 12.5 ms." in page
     assert "Measured 2026-01-01T00:00:00+00:00." in page
     assert "reference_ms 12.5" not in page  # not listed as one of the figure's settings
-
