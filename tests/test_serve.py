@@ -262,3 +262,28 @@ def test_stdin_closed_ends_the_whole_tree(tree: Tree):
     tree.proc.stdin.close()
     assert tree.proc.wait(20) == 0
     assert wait_for(lambda: tree.alive() == [])
+
+
+def test_a_slot_server_whose_exit_comes_before_the_end_of_its_answers_leaves_no_closed_fd_watched(tmp_path: Path):
+    """The rig server sees a killed slot server's exit (its pidfd) and the end of its answers' pipe in either
+    order. Exit first: the pipe ends while its last answers are read, and must be unwatched before the reap
+    closes it, or the next slot server's pipe, given the same fd number, cannot be watched."""
+    from worker import rig_server, serve
+
+    head_r, head_w = os.pipe()
+    rig = rig_server._Rig(tmp_path, "0" * 64, serve.Lines(head_r))
+    try:
+        rig._fork(protocol.OpenSlot(slot=1, index=0, env={}))
+        server = rig.servers[1]
+        server.kill()
+        os.waitid(os.P_PIDFD, server.pidfd, os.WEXITED | os.WNOWAIT)  # dead, not reaped; its pipe not yet read
+        assert not server.events.eof
+        rig._exited(server)  # as when the exit comes first in a batch of events
+        assert all(key.data is not server for key in rig.selector.get_map().values())
+        rig._fork(protocol.OpenSlot(slot=2, index=0, env={}))  # may get the same fd numbers
+        rig.servers[2].kill()
+    finally:
+        rig._close()
+        rig.selector.close()
+        os.close(head_w)
+        os.close(head_r)

@@ -63,6 +63,10 @@ class _SlotServer:
             raise
         if self.pid == 0:
             _slot_main(request, requests, events, [self.requests, answers, *inherited], root, own_hash, cache)
+        try:  # its own group from now on, as it makes itself: a kill right after the fork reaches it
+            os.setpgid(self.pid, self.pid)
+        except OSError:  # it has done so already, or died
+            pass
         os.close(requests)
         os.close(events)
         self.address, self.index = request.slot, request.index
@@ -210,10 +214,14 @@ class _Rig:
             self.selector.unregister(server.events.fd)
 
     def _exited(self, server: _SlotServer) -> None:
-        """A slot server ended: its last answers, then why, then any open that waited for it."""
+        """A slot server ended: its last answers, then why, then any open that waited for it. Its answers'
+        pipe is still watched unless `_forward` saw its end; it may end in the loop below, and is closed by
+        the reap, so it is unwatched here either way (a closed fd still watched makes the next pipe that gets
+        its number unregistrable)."""
+        watched = not server.events.eof
         while not server.events.eof and server.events.feed():
             _pass_on(server)
-        if not server.events.eof:
+        if watched:
             self.selector.unregister(server.events.fd)
         self.selector.unregister(server.pidfd)
         del self.servers[server.address]
