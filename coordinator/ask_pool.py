@@ -293,8 +293,7 @@ class AskPool:
         assert popen is not None and popen.stdin is not None and popen.stdout is not None
         self._selector.unregister(popen.stdout)
         code = popen.wait()
-        popen.stdout.close()
-        popen.stdin.close()
+        _close_pipes(popen)
         served, proc.popen, proc.requested, proc.proposal = proc.served, None, None, None
         if self._closing:
             return
@@ -314,12 +313,21 @@ class AskPool:
         for popen in popens:
             popen.kill()
             popen.wait()
-            for pipe in (popen.stdin, popen.stdout):
-                assert pipe is not None
-                pipe.close()
+            _close_pipes(popen)
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _close_pipes(popen: subprocess.Popen) -> None:
+    """Close an ask process's pipes. A request written as it died stays in its pipe's buffer (the write
+    failed), and closing flushes it again: that raises, once the fd is closed all the same."""
+    for pipe in (popen.stdin, popen.stdout):
+        assert pipe is not None
+        try:
+            pipe.close()
+        except BrokenPipeError:
+            pass
 
 
 # -- proposing -----------------------------------------------------------------------------------------

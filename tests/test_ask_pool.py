@@ -249,6 +249,19 @@ def test_a_killed_ask_process_is_started_again_and_costs_no_trial(tmp_path: Path
     assert numbers == list(range(numbers[0], numbers[0] + 5))
 
 
+def test_the_pipes_of_an_ask_process_that_died_with_a_request_unsent_close_cleanly():
+    """A request written as the process died stays buffered (the write failed); closing the pipe flushes it
+    again. The pool's thread closes them when it sees the death, and must live on to start the next one."""
+    popen = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    popen.wait()
+    assert popen.stdin is not None and popen.stdout is not None
+    popen.stdin.write(b"propose 0\n")
+    with pytest.raises(BrokenPipeError):
+        popen.stdin.flush()
+    ask_pool._close_pipes(popen)
+    assert popen.stdin.closed and popen.stdout.closed
+
+
 def test_close_stops_the_ask_processes_and_the_study_asks_on(tmp_path: Path):
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
     until(lambda: ask_and_tell(study, 2) and len(ask_processes(os.getpid())) == 2)
