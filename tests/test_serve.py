@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import protocol
+from worker import protocol, rig_server, serve
 from worker.bench import HEAVIEST, make_job
 from worker.demo import write_uniform
 from worker.files import write_json_atomic
@@ -268,8 +268,6 @@ def test_a_slot_server_whose_exit_comes_before_the_end_of_its_answers_leaves_no_
     """The rig server sees a killed slot server's exit (its pidfd) and the end of its answers' pipe in either
     order. Exit first: the pipe ends while its last answers are read, and must be unwatched before the reap
     closes it, or the next slot server's pipe, given the same fd number, cannot be watched."""
-    from worker import rig_server, serve
-
     head_r, head_w = os.pipe()
     rig = rig_server._Rig(tmp_path, "0" * 64, serve.Lines(head_r))
     try:

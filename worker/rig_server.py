@@ -65,7 +65,7 @@ class _SlotServer:
             _slot_main(request, requests, events, [self.requests, answers, *inherited], root, own_hash, cache)
         try:  # its own group from now on, as it makes itself: a kill right after the fork reaches it
             os.setpgid(self.pid, self.pid)
-        except OSError:  # it has done so already, or died
+        except OSError:  # it has died already: the reap will tell
             pass
         os.close(requests)
         os.close(events)
@@ -215,9 +215,8 @@ class _Rig:
 
     def _exited(self, server: _SlotServer) -> None:
         """A slot server ended: its last answers, then why, then any open that waited for it. Its answers'
-        pipe is still watched unless `_forward` saw its end; it may end in the loop below, and is closed by
-        the reap, so it is unwatched here either way (a closed fd still watched makes the next pipe that gets
-        its number unregistrable)."""
+        pipe is unwatched here unless `_forward` saw its end, even if it ends in the loop below: the reap
+        closes it, and a closed fd left watched blocks the next pipe given its number."""
         watched = not server.events.eof
         while not server.events.eof and server.events.feed():
             _pass_on(server)
