@@ -49,11 +49,51 @@ def suggestions(sampler: optuna.samplers.BaseSampler, existing: int, asks: int) 
 
 @pytest.mark.parametrize(("existing", "asks"), [(0, 90), (300, 30)])
 def test_suggestions_are_bit_identical_to_plain_tpe(existing: int, asks: int, monkeypatch: pytest.MonkeyPatch):
+    """The plain sampler with Optuna's own module functions, which a FastTPESampler replaces for the process."""
     monkeypatch.setattr(tpe_sampler, "_get_infeasible_trial_score", fast_tpe._infeasible_score)
+    monkeypatch.setattr(tpe_sampler, "_split_trials", fast_tpe._optuna_split_trials)
+    monkeypatch.setattr(_truncnorm, "_log_ndtr", fast_tpe._optuna_log_ndtr)
     plain = suggestions(optuna.samplers.TPESampler(**SETTINGS), existing, asks)
     fast = fast_tpe.FastTPESampler(**SETTINGS)
     assert suggestions(fast, existing, asks) == plain
     assert fast._grids and fast._rows  # the caches served, rather than Optuna's fallbacks
+
+
+def test_the_log_normal_cdf_is_optunas_bit_for_bit():
+    """Both branches of Optuna's and the series below -20, their boundaries to the last bit, zeros of both
+    signs, infinities and NaN."""
+    rng = np.random.default_rng(4)
+    edges = [np.nextafter(edge, direction, dtype=float) if step else edge for edge in (6.0, -20.0, 1.0, -1.0, 0.0)
+             for direction in (np.inf, -np.inf) for step in (0, 1)]
+    a = np.concatenate([edges, [-0.0, np.inf, -np.inf, np.nan, -38.5, 1e-300], rng.normal(0, 10, 20000),
+                        np.linspace(-45, 45, 90000)])
+    ours, theirs = fast_tpe._log_ndtr(a.reshape(-1, 7)), fast_tpe._optuna_log_ndtr(a).reshape(-1, 7)
+    assert ours.shape == theirs.shape and np.array_equal(ours.view(np.int64), theirs.view(np.int64))
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_split_is_optunas(direction: str):
+    """Ties (kept in their order), trials out of number order, running ones, and Optuna's own split where
+    it differs: a pruned trial, a constraint, two objectives, a NaN value."""
+    rng = np.random.default_rng(5)
+    dists = distributions()
+    study = optuna.create_study(direction=direction)
+    study.add_trials([optuna.trial.create_trial(params=random_params(rng), distributions=dists,
+                                                value=float(rng.integers(0, 9))) for _ in range(60)])
+    for _ in range(8):
+        study.ask(dists)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    shuffled = [trials[i] for i in rng.permutation(len(trials))]
+    pruned = optuna.trial.create_trial(params=random_params(rng), distributions=dists, state=TrialState.PRUNED)
+    constrained = optuna.trial.create_trial(params=random_params(rng), distributions=dists, value=1.0,
+                                            system_attrs={"constraints": [0.5]})
+    unvalued = optuna.trial.create_trial(params=random_params(rng), distributions=dists, value=1.0)
+    unvalued._values = [float("nan")]
+    for sample in (trials, shuffled, trials + [pruned], trials + [constrained], trials + [unvalued]):
+        for n_below in (0, 1, 6, 25, 200):
+            expected = fast_tpe._optuna_split_trials(study, sample, n_below)
+            assert [list(map(id, side)) for side in fast_tpe._split_trials(study, sample, n_below)] == [
+                list(map(id, side)) for side in expected]
 
 
 def test_an_optuna_whose_code_differs_gets_the_plain_sampler(monkeypatch: pytest.MonkeyPatch):
