@@ -34,6 +34,10 @@ Life. `AskPool` starts its processes from its own thread, which lives as long as
 asks the kernel to kill it when that thread ends (PR_SET_PDEATHSIG: the coordinator's death, even by
 SIGKILL) and exits when its requests pipe closes. One that dies after it has served is started again;
 one that dies before is not (the fault is in its start). With no process up, asks are made in the head.
+Each runs in a session of its own. Linux shares the CPU between sessions first (autogroup): in the
+coordinator's, a proposal would take its CPU from the coordinator's own threads, busiest with a wave of
+results just when the next asks wait for that proposal. Nor does the terminal's Ctrl-C reach them: the
+coordinator stops, and closes the pool.
 """
 
 from __future__ import annotations
@@ -76,8 +80,11 @@ class Proposal:
 
 
 def changes(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
-    """A study's changes so far: one per trial asked, one per trial told."""
-    return len(trials) + sum(t.state.is_finished() for t in trials)
+    """A study's changes so far: one per trial asked, one per trial told (every trial not RUNNING or
+    WAITING is finished: Optuna's `is_finished`, counted without a call per trial)."""
+    states = [t.state for t in trials]
+    return 2 * len(states) - states.count(optuna.trial.TrialState.RUNNING) - states.count(
+        optuna.trial.TrialState.WAITING)
 
 
 class Changes:
@@ -269,7 +276,8 @@ class AskPool:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([code, os.environ.get("PYTHONPATH", "")])}
         args = [str(self._path), self._study, str(self._seed), str(os.getpid())]
         proc.popen = subprocess.Popen([sys.executable, "-m", "coordinator.ask_pool", *args],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                      start_new_session=True)
         self._selector.register(proc.popen.stdout, selectors.EVENT_READ, proc)
         proc.served, proc.proposal, proc.requested = False, None, None
         self._request(proc)
@@ -356,6 +364,22 @@ def propose(storage: optuna.storages.BaseStorage, study_name: str, sampler: Fast
     return Proposal(params, changes(trials), draw)
 
 
+def _warm_up(sampler: FastTPESampler, dists: dict[str, Any]) -> None:
+    """One TPE proposal on a throwaway in-memory study of the same space, with a sampler of its own (the
+    study's sampler keeps state per study). A process's first TPE proposal costs about four times a later
+    one, half of it the first run of the code; it comes while TPE's startup trials still run, so the
+    study's first TPE proposal, which a wave of results waits for, does not pay that half."""
+    from coordinator.study import STARTUP_TRIALS
+    from worker.params import random_params
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, sampler=sampler, direction="maximize")
+    rng = np.random.default_rng(0)
+    study.add_trials([optuna.trial.create_trial(params=random_params(rng), distributions=dists, value=float(value))
+                      for value in rng.uniform(size=STARTUP_TRIALS + 2)])
+    propose(storage, study.study_name, sampler, dists, 0, 0)
+
+
 def _die_with_parent(parent: int) -> bool:
     """Ask for SIGKILL when the thread that started this process ends; False if it already has."""
     prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux; elsewhere the closed pipe
@@ -374,6 +398,7 @@ def main(argv: list[str]) -> int:
 
     storage = read_only_storage(Path(path))
     sampler, dists = make_sampler(int(seed)), distributions()
+    _warm_up(make_sampler(0), dists)
     for line in sys.stdin.buffer:
         proposal = propose(storage, name, sampler, dists, int(seed), int(line.split()[1]))
         sys.stdout.write(json.dumps({"params": proposal.params, "seen": proposal.seen, "draw": proposal.draw}) + "\n")

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from optuna.samplers._tpe import sampler as tpe_sampler
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -90,7 +89,7 @@ def tpe_inputs(study: optuna.Study) -> tuple[tuple[int, ...], tuple[int, ...]] |
     n = sum(t.state != TrialState.RUNNING for t in trials)
     if n < STARTUP_TRIALS:
         return None
-    below, above = tpe_sampler._split_trials(study, trials, fast_tpe.gamma(n))
+    below, above = fast_tpe._optuna_split_trials(study, trials, fast_tpe.gamma(n))
     return tuple(t.number for t in below), tuple(t.number for t in above)
 
 
@@ -260,6 +259,19 @@ def test_the_pipes_of_an_ask_process_that_died_with_a_request_unsent_close_clean
         popen.stdin.flush()
     ask_pool._close_pipes(popen)
     assert popen.stdin.closed and popen.stdout.closed
+
+
+def test_ask_processes_run_in_sessions_of_their_own(tmp_path: Path):
+    """Scheduled apart from the coordinator's threads, and out of reach of the terminal's Ctrl-C (the
+    coordinator stops on it, and closes them)."""
+    study = Study("s", preloaded(tmp_path), seed=0, create=False)
+    try:
+        until(lambda: ask_and_tell(study, 2) and len(ask_processes(os.getpid())) == 2)
+        pids = ask_processes(os.getpid())
+        assert all(os.getsid(pid) == pid and os.getpgid(pid) == pid for pid in pids)
+        assert os.getpgid(0) not in pids
+    finally:
+        study.close()
 
 
 def test_close_stops_the_ask_processes_and_the_study_asks_on(tmp_path: Path):
