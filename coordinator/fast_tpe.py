@@ -91,19 +91,19 @@ def _kept_infeasible_score(trial: FrozenTrial) -> float:
 
 
 _optuna_log_ndtr = _truncnorm._log_ndtr
-_erf, _erfc, _log = (np.frompyfunc(f, 1, 1) for f in (math.erf, math.erfc, math.log))  # libm's, per element
+_libm_erf, _libm_erfc, _libm_log = (np.frompyfunc(f, 1, 1) for f in (math.erf, math.erfc, math.log))  # per element
 
 
-def _ndtr(a: np.ndarray) -> np.ndarray:
+def _ndtr_each(a: np.ndarray) -> np.ndarray:
     """`_truncnorm._ndtr_single` per element: the same libm calls and float operations, in the same order."""
     x = a / 2**0.5
     y = np.empty_like(x)
     left = x < -1 / 2**0.5
     central = ~left & (x < 1 / 2**0.5)
     right = ~(left | central)
-    y[left] = 0.5 * _erfc(-x[left]).astype(float)
-    y[central] = 0.5 + 0.5 * _erf(x[central]).astype(float)
-    y[right] = 1.0 - 0.5 * _erfc(x[right]).astype(float)
+    y[left] = 0.5 * _libm_erfc(-x[left]).astype(float)
+    y[central] = 0.5 + 0.5 * _libm_erf(x[central]).astype(float)
+    y[right] = 1.0 - 0.5 * _libm_erfc(x[right]).astype(float)
     return y
 
 
@@ -118,8 +118,8 @@ def _log_ndtr(a: np.ndarray) -> np.ndarray:
     high = a > 6
     central = ~high & (a > -20)
     rest = ~(high | central)
-    out[high] = -_ndtr(-a[high])
-    out[central] = _log(_ndtr(a[central])).astype(float)
+    out[high] = -_ndtr_each(-a[high])
+    out[central] = _libm_log(_ndtr_each(a[central])).astype(float)
     out[rest] = [_truncnorm._log_ndtr_single(value) for value in a[rest].tolist()]
     return out
 
