@@ -261,14 +261,14 @@ def test_the_pipes_of_an_ask_process_that_died_with_a_request_unsent_close_clean
     assert popen.stdin.closed and popen.stdout.closed
 
 
-def test_ask_processes_run_in_sessions_of_their_own(tmp_path: Path):
-    """Scheduled apart from the coordinator's threads, and out of reach of the terminal's Ctrl-C (the
-    coordinator stops on it, and closes them)."""
+def test_ask_processes_run_in_process_groups_of_their_own(tmp_path: Path):
+    """Out of reach of the terminal's Ctrl-C (the coordinator stops on it, and closes them), in the
+    coordinator's session (scheduled with it)."""
     study = Study("s", preloaded(tmp_path), seed=0, create=False)
     try:
         until(lambda: ask_and_tell(study, 2) and len(ask_processes(os.getpid())) == 2)
         pids = ask_processes(os.getpid())
-        assert all(os.getsid(pid) == pid and os.getpgid(pid) == pid for pid in pids)
+        assert all(os.getpgid(pid) == pid and os.getsid(pid) == os.getsid(0) for pid in pids)
         assert os.getpgid(0) not in pids
     finally:
         study.close()
