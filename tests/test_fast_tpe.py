@@ -89,10 +89,15 @@ def test_the_split_is_optunas(direction: str):
                                             system_attrs={"constraints": [0.5]})
     unvalued = optuna.trial.create_trial(params=random_params(rng), distributions=dists, value=1.0)
     unvalued._values = [float("nan")]
-    for sample in (trials, shuffled, trials + [pruned], trials + [constrained], trials + [unvalued]):
+    pair = optuna.create_study(directions=[direction, direction])
+    pair.add_trials([optuna.trial.create_trial(params=random_params(rng), distributions=dists,
+                                               values=[float(v) for v in rng.integers(0, 9, 2)]) for _ in range(30)])
+    cases = [(study, sample) for sample in (trials, shuffled, trials + [pruned], trials + [constrained],
+                                            trials + [unvalued])]
+    for target, sample in [*cases, (pair, pair.get_trials(deepcopy=False))]:
         for n_below in (0, 1, 6, 25, 200):
-            expected = fast_tpe._optuna_split_trials(study, sample, n_below)
-            assert [list(map(id, side)) for side in fast_tpe._split_trials(study, sample, n_below)] == [
+            expected = fast_tpe._optuna_split_trials(target, sample, n_below)
+            assert [list(map(id, side)) for side in fast_tpe._split_trials(target, sample, n_below)] == [
                 list(map(id, side)) for side in expected]
 
 
