@@ -177,8 +177,9 @@ class SshServer:
             self.proc.wait(5)
 
     def kill(self) -> None:
-        """SIGKILL sshd, its per-connection children and every process its sessions started: the rig
-        is gone. Connections see a reset at once."""
+        """SIGKILL sshd, its per-connection children and every process its sessions started, and wait
+        until they have exited: the rig is gone. Connections see a reset at once."""
+        killed: set[int] = set()
         for _ in range(3):  # a process may fork while we kill
             pids = set(processes(MARKER, self.token))
             pids.update(p for p in self._orphans if _cmdline(p).startswith(b"sshd"))
@@ -191,6 +192,9 @@ class SshServer:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            killed |= pids
+        # a killed process is alive until its exit has torn its memory down: milliseconds, more under load
+        wait_for(lambda: all((_stat(pid) or ("Z",))[0] == "Z" for pid in killed), timeout=10)
         self._orphans.clear()
         if self.proc:
             self.proc.wait(5)
