@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import asks, dispatch, objective, scoring, search, step1, tree, trial_time
+from benchmarks import asks, dispatch, forks, objective, scoring, search, step1, tree, trial_time
 from benchmarks.report import PAGE, RESULTS, reference_ms, save
 
 GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {  # the timing-sensitive first, the long science runs last
@@ -23,6 +23,7 @@ GROUPS: dict[str, Callable[[Path], dict[str, Any]]] = {  # the timing-sensitive 
     "dispatch": dispatch.run_dispatch,
     "makespan": dispatch.run_makespan,
     "tree": tree.run_tree,
+    "forks": forks.run_fork_cost,
     "asktell": search.run_ask_tell,
     "asks": asks.run_ask_capacity,
     "studycost": dispatch.run_study_cost,

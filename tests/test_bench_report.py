@@ -23,3 +23,14 @@ def test_each_group_carries_the_reference_work_timed_before_it(tmp_path: Path, m
     assert "the reference work took 12.5 ms." in page
     assert "Measured 2026-01-01T00:00:00+00:00." in page
     assert "reference_ms 12.5" not in page  # not listed as one of the figure's settings
+
+
+def test_the_fork_cost_group_measures_each_import_set_in_a_python_of_its_own(monkeypatch: pytest.MonkeyPatch):
+    from benchmarks import forks
+
+    monkeypatch.setattr(forks, "IMPORTS", {"nothing": "pass", "rig_server": "import numpy"})
+    measured = forks.run_fork_cost(Path("."), repeats=2, forks=3)["trial_process_ms"]
+    assert measured["n"] == 2 and measured["forks"] == 3 and measured["min"] > -1e-9  # times, less float rounding
+    assert measured["fork_ms"]["n"] == measured["exit_ms"]["n"] == 2
+    assert set(measured["by_imports"]) == {"nothing"}
+    assert measured["vmas"]["rig_server"] > measured["vmas"]["nothing"] > 0  # numpy maps libraries of its own
