@@ -8,9 +8,10 @@ the child does.
 
 Forking a process that holds torch, and tearing the child down again, costs milliseconds even in
 huge pages (worker.hugepages). Neither waits on the trial's path: the next trial's child is forked
-ahead (a spare, waiting for its job on a pipe) while the server is otherwise idle, and a child
-reports its exit status on a pipe once its result file is written, so "done" goes out while the
-kernel is still freeing its memory. The next trial starts only after that child is gone: one trial's
+ahead (a spare, waiting for its job on a pipe) halfway through the running trial, judged by the last
+one's length (0.5 s in at most), clear of the bursts of starts and ends when a rig's slots run in
+step; and a child reports its exit status on a pipe once its result file is written, so "done" goes
+out while the kernel is still freeing its memory. The next trial starts only after that child is gone: one trial's
 process at a time per slot.
 
 A fork that fails (a process limit, no memory) fails the one request that needed it, with why; a spare
@@ -42,7 +43,7 @@ from worker.run import execute
 
 _PR_SET_PDEATHSIG = 1
 _LAST_WORDS = 1000  # bytes: with the exit status, one pipe write, atomic and never blocking
-SPARE_AFTER_S = 0.5  # into a running trial, the server forks the next trial's child: clear of other slots' starts
+SPARE_AFTER_S = 0.5  # into a running trial, at most, the server forks the next trial's child
 _INLINE_RESULT_BYTES = 1 << 20
 EXIT_GRACE_S = 30.0  # for a finished child to exit (free its memory and GPU) before it is killed
 
@@ -205,6 +206,7 @@ class _Server:
         self.spare: _Child | None = None
         self.running: _Child | None = None
         self.finished: _Child | None = None  # the last trial's child, reported but maybe still exiting
+        self.spare_after_s = SPARE_AFTER_S  # into the next trial: half the last one's length, at most SPARE_AFTER_S
 
     def fork_spare(self) -> OSError | None:
         """Fork the next trial's child unless it is there; the error when the fork failed."""
@@ -262,8 +264,9 @@ class _Server:
         except OSError as exc:
             return _refused(job_file, started, f"cannot fork the trial's process: {exc}")
         job = self._preload(job_file)  # for the spares forked from now on
-        report, timed_out = self._wait(child, started + timeout, started + SPARE_AFTER_S)
+        report, timed_out = self._wait(child, started + timeout, started + self.spare_after_s)
         self.running = None
+        self.spare_after_s = min(SPARE_AFTER_S, (time.monotonic() - started) / 2)
         if self.lines.eof:
             child.kill()
             child.reap(EXIT_GRACE_S)
@@ -316,7 +319,7 @@ class _Server:
 
     def _wait(self, child: _Child, deadline: float, spare_at: float) -> tuple[tuple[int, str] | None, bool]:
         """Until the child reports or exits, stdin closes or the deadline passes: (report, timed out).
-        Meanwhile, once the trial has run `SPARE_AFTER_S`, the next trial's child is forked."""
+        Meanwhile, at `spare_at`, the next trial's child is forked."""
         with selectors.DefaultSelector() as sel:
             sel.register(child.report, selectors.EVENT_READ)
             sel.register(child.pidfd, selectors.EVENT_READ)
