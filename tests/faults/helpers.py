@@ -285,11 +285,11 @@ class Cluster:
         return self.runs[-1]
 
     def step2(self, trials: int, *extra: str, timeout_s: float = 10, inventory: str | None = None,
-              study: str = STUDY, data: Path | None = None, **options: Any) -> Run:
-        """`coordinator step2` on this cluster's rigs (or the inventory text given), small trials, a short
-        time limit; options go to coordinator()."""
-        (self.root / "rigs.toml").write_text(inventory or rigs_toml(self.rigs))
-        return self.coordinator("step2", "--rigs", "rigs.toml", "--data", str(data or self.data), "--trials",
+              study: str = STUDY, data: Path | None = None, rigs: str = "rigs.toml", **options: Any) -> Run:
+        """`coordinator step2` on this cluster's rigs (or the inventory text given, written to `rigs`), small
+        trials, a short time limit; options go to coordinator()."""
+        (self.root / rigs).write_text(inventory or rigs_toml(self.rigs))
+        return self.coordinator("step2", "--rigs", rigs, "--data", str(data or self.data), "--trials",
                                 str(trials), "--sample-size", str(SAMPLE_SIZE), "--replicates", "2", "--eval-size",
                                 str(3 * SAMPLE_SIZE), "--nulls", "50", "--confirm-top", "0", "--study", study,
                                 "--trial-timeout",

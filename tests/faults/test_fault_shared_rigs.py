@@ -1,5 +1,7 @@
 """Two studies at once on the same rigs (the head and two SSH rigs), on different data whose files have the
-same names: neither touches the other's data, jobs or results, and both complete without a failed attempt."""
+same names: neither touches the other's data, jobs or results, and both complete without a failed attempt.
+Each run's slots hold their first "ready" until a slot of the other run is ready, so the runs overlap however
+slowly the machine starts the second."""
 
 from __future__ import annotations
 
@@ -26,14 +28,23 @@ def test_two_studies_on_the_same_rigs_keep_to_their_own_files(cluster: Cluster, 
     write_uniform(other, n_survivors=1500, n_train=1200, n_holdout=300, seed=12)  # same names, other data
     cluster.ssh_rig("r1")
     cluster.ssh_rig("r2")
-    first = cluster.step2(TRIALS, "--output", "first.json", study="first")
-    second = cluster.step2(TRIALS, "--output", "second.json", study="second", data=other)
+    marks = {study: tmp_path / f"ready-{study}" for study in ("first", "second")}
+    for mark in marks.values():
+        mark.mkdir()
+    runs = {}
+    for study, rival, data in (("first", "second", None), ("second", "first", other)):
+        for rig in list(cluster.rigs):
+            cluster.instrument(rig.name, STEP2_FAULT_MEET=f"{marks[study]}:{marks[rival]}")
+        runs[study] = cluster.step2(TRIALS, "--output", f"{study}.json", study=study, data=data,
+                                    rigs=f"rigs-{study}.toml")  # each run reads its own inventory
+    first, second = runs["first"], runs["second"]
     cluster.finish(first)
     cluster.finish(second)
 
     for study in ("first", "second"):
         trials = cluster.check(TRIALS, f"{request.node.nodeid}[{study}]", study=study, config=f"{study}.json")
         assert all(t.state == "COMPLETE" and not t.attrs["failures"] for t in trials.values()), study
+    assert all(any(mark.iterdir()) for mark in marks.values()), "a run's slots never met the other's"
     (a_start, a_end), (b_start, b_end) = (span(run, " started ", " finished ") for run in (first, second))
     assert max(a_start, b_start) < min(a_end, b_end), "the two runs never overlapped"
     deployed = [{line.split()[1].rstrip(":") for _, line in run.lines if line.startswith("deploy ")}

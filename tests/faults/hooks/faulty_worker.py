@@ -7,6 +7,8 @@ second attempt the second, and so on; each hit leaves `faults/hit-<fault>` in th
 attempt pid") so a test knows which trial it hit.
 STEP2_FAULT_BARRIER ("folder:count") holds the worker's "ready" until `count` workers are ready, so
 every slot takes its first trial at the same moment, however unevenly the machine starts them.
+STEP2_FAULT_MEET ("mine:theirs") holds "ready" until another run's worker is ready: it leaves a mark in
+folder `mine` and waits until folder `theirs` holds one, so two runs take their first trials together.
 STEP2_FAULT_FORK ("slot@N", "trial@N", comma-separated) makes the rig's Nth fork of a slot server (by the
 rig's server) or of a trial's process (by a slot server) fail as a process limit would (EAGAIN).
 Each warm-up (the imports, once per rig server) leaves `faults/hit-warm-up.<pid>`; with STEP2_FAULT_GPU_LOG
@@ -32,6 +34,7 @@ from worker.files import write_json_atomic
 
 PLAN = [fault for fault in os.environ.get("STEP2_FAULT", "").split(",") if fault]
 BARRIER = os.environ.get("STEP2_FAULT_BARRIER", "")
+MEET = os.environ.get("STEP2_FAULT_MEET", "")
 FAILING_FORKS = {(who, int(n)) for who, _, n in (item.partition("@") for item in
                                                  os.environ.get("STEP2_FAULT_FORK", "").split(",") if item)}
 GPU_LOG = bool(os.environ.get("STEP2_FAULT_GPU_LOG"))
@@ -215,11 +218,15 @@ def counted_warm_up() -> int:
 
 
 def emit_at_barrier(event: protocol.Event) -> None:
-    """serve's _emit; "ready" waits until the barrier's other workers are ready too."""
+    """serve's _emit; "ready" waits until the barrier's other workers, or the other run's, are ready too."""
     if isinstance(event, protocol.Ready) and BARRIER:
         folder, count = BARRIER.rsplit(":", 1)
         Path(folder, str(os.getpid())).touch()
         _wait(lambda: len(os.listdir(folder)) >= int(count))
+    if isinstance(event, protocol.Ready) and MEET:
+        mine, theirs = MEET.split(":")
+        Path(mine, str(os.getpid())).touch()
+        _wait(lambda: bool(os.listdir(theirs)))
     real_emit(event)
 
 
