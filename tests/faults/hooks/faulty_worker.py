@@ -221,13 +221,17 @@ def emit_at_barrier(event: protocol.Event) -> None:
     """serve's _emit; "ready" waits until the barrier's other workers, or the other run's, are ready too."""
     if isinstance(event, protocol.Ready) and BARRIER:
         folder, count = BARRIER.rsplit(":", 1)
-        Path(folder, str(os.getpid())).touch()
-        _wait(lambda: len(os.listdir(folder)) >= int(count))
+        _hold(folder, folder, int(count))
     if isinstance(event, protocol.Ready) and MEET:
         mine, theirs = MEET.split(":")
-        Path(mine, str(os.getpid())).touch()
-        _wait(lambda: bool(os.listdir(theirs)))
+        _hold(mine, theirs, 1)
     real_emit(event)
+
+
+def _hold(mark: str, watch: str, count: int) -> None:
+    """Leave this worker's mark in folder `mark`, then wait until folder `watch` holds `count` marks."""
+    Path(mark, str(os.getpid())).touch()
+    _wait(lambda: len(os.listdir(watch)) >= count)
 
 
 if __name__ == "__main__":
