@@ -66,7 +66,7 @@ def test_the_log_normal_cdf_is_optunas_bit_for_bit():
     edges = [np.nextafter(edge, direction, dtype=float) if step else edge for edge in (6.0, -20.0, 1.0, -1.0, 0.0)
              for direction in (np.inf, -np.inf) for step in (0, 1)]
     a = np.concatenate([edges, [-0.0, np.inf, -np.inf, np.nan, -38.5, 1e-300], rng.normal(0, 10, 20000),
-                        np.linspace(-45, 45, 90000)])
+                        np.linspace(-45, 45, 90000), -np.geomspace(20, 1e150, 4998)])
     ours, theirs = fast_tpe._log_ndtr(a.reshape(-1, 7)), fast_tpe._optuna_log_ndtr(a).reshape(-1, 7)
     assert ours.shape == theirs.shape and np.array_equal(ours.view(np.int64), theirs.view(np.int64))
 
@@ -149,3 +149,27 @@ def _values(dist: IntDistribution | FloatDistribution, rng: np.random.Generator,
         values = np.exp(rng.uniform(np.log(dist.low), np.log(dist.high), n))
         return np.round(values) if isinstance(dist, IntDistribution) else values
     return dist.low + dist.step * rng.integers(0, round((dist.high - dist.low) / dist.step) + 1, n)
+
+
+def test_masses_computed_together_are_the_ones_computed_apart():
+    """Table entries filled in shared calls get the values a call per lookup gives, also where Optuna's
+    erf switches to its polynomial (a call with ERF_EXACT_BELOW central values or more): packed naively
+    into one call, these would not."""
+    rng = np.random.default_rng(5)
+    sizes = [2500, 1200, 1200, 300, 0, 40]  # central values of each lookup
+
+    def lookup(central: int) -> fast_tpe._Entries:
+        a = np.concatenate([-rng.uniform(0, 3, central), rng.uniform(0.1, 3, 50)])
+        b = np.concatenate([rng.uniform(0.1, 3, central), a[central:] + rng.uniform(0.1, 2, 50)])
+        table = np.full((1, a.size), np.nan)
+        return fast_tpe._Entries(table, np.ones(1), np.zeros(a.size, dtype=np.intp), np.arange(a.size),
+                                 lambda cols: a[cols], lambda cols: b[cols])
+
+    entries = [lookup(central) for central in sizes]
+    apart = [_truncnorm._log_gauss_mass(e.a, e.b) for e in entries]
+    a, b = (np.concatenate([getattr(e, end) for e in entries]) for end in "ab")
+    together = _truncnorm._log_gauss_mass(a, b)
+    assert not np.array_equal(together, np.concatenate(apart))
+    fast_tpe._compute(entries)
+    for entry, expected in zip(entries, apart, strict=True):
+        assert np.array_equal(entry.values().view(np.int64), expected.view(np.int64))
