@@ -325,7 +325,7 @@ ERF_EXACT_BELOW = 2000  # _erf.erf (fingerprinted): math.erf per element below t
 
 def _compute(entries: list[_Entries]) -> None:
     """Fill the entries not computed yet, in as few calls of `_truncnorm._log_gauss_mass` as the values
-    allow (a call costs about 0.4 ms beyond its elements). The function is elementwise except in one
+    allow (each call costs a few dozen numpy operations beyond its elements). The function is elementwise except in one
     respect: its central case takes `_erf.erf` of all its central values at once, exactly per element
     below ERF_EXACT_BELOW values and by a polynomial from there. So entries whose own central values
     are that many are computed alone, as a call of their own would, and the others are packed into
@@ -372,11 +372,11 @@ class _CachedParzenEstimator(_ParzenEstimator):
     def log_pdf(self, samples_dict: dict[str, np.ndarray]) -> np.ndarray:
         x = self._transform(samples_dict)
         mixture = self._mixture_distribution
-        terms: list[tuple[np.ndarray, ...] | tuple[_Entries, _Entries]] = []  # added in the parameters' order
+        terms: list[np.ndarray | tuple[_Entries, _Entries]] = []  # added to the total in the parameters' order
         continuous = []
         for i, dist in enumerate(mixture.distributions):
             if isinstance(dist, _BatchedCategoricalDistributions):
-                terms.append((np.log(dist.weights)[:, x[:, i].astype(np.int64)].T,))
+                terms.append(np.log(dist.weights)[:, x[:, i].astype(np.int64)].T)
             elif dist.step == 0.0:
                 continuous.append((x[:, i], dist))
             else:
@@ -384,15 +384,15 @@ class _CachedParzenEstimator(_ParzenEstimator):
                 if entries is None:
                     return mixture.log_pdf(x)
                 terms.append(entries)
-        _compute([entry for term in terms for entry in term if isinstance(entry, _Entries)])
+        _compute([entry for term in terms if isinstance(term, tuple) for entry in term])
         total = np.zeros((len(x), len(mixture.weights)))
         for term in terms:
-            if isinstance(term[0], _Entries):
+            if isinstance(term, tuple):
                 mass, norm = term
                 total += mass.values()
                 total -= norm.values()
             else:
-                total += term[0]
+                total += term
         if continuous and not self._add_continuous(total, continuous):
             return mixture.log_pdf(x)
         total += np.log(mixture.weights)
