@@ -1,16 +1,17 @@
 """An exact, faster TPE ask for the study's sampler (used only by coordinator/study.py).
 
 At 1,000 trials most of a TPE ask repeats the previous ask's work. It rebuilds every finished trial's
-internal representation and infeasibility score. It evaluates truncated-Gaussian masses (the integer
-parameters' kernels, every kernel's normaliser) through a scalar Python function per element, behind a
-cache far too small to keep them. It ranks the trials, and takes the log of the normal CDF (sampling's
-inverse CDF runs it about 1,500 times an ask), through a Python call per element. `FastTPESampler`
-keeps what each finished trial contributes, its Parzen estimators look masses up in caches of the ones
-computed before and compute the missing ones in a few shared calls (after each ask, every kernel of
-"above" has a new bandwidth, so its masses are new), and it replaces Optuna's split and log-CDF
-functions (its asymptotic series included), for the process, with whole-array versions. Every float
-is computed by the same operations in the same order as in Optuna, so the suggestions are
-bit-identical to TPESampler's (tests/test_fast_tpe.py).
+internal representation and infeasibility score, and re-intersects the search space from the oldest
+trial in flight. It evaluates truncated-Gaussian masses (the integer parameters' kernels, every kernel's
+normaliser) through a scalar Python function per element, behind a cache far too small to keep them. It
+ranks the trials, and takes the log of the normal CDF (sampling's inverse CDF runs it about 1,500 times
+an ask), through a Python call per element. `FastTPESampler` keeps what each finished trial contributes
+(its row in one table, its part of the search space), its Parzen estimators look masses up in caches of
+the ones computed before and compute the missing ones in a few shared calls (after each ask, every
+kernel of "above" has a new bandwidth, so its masses are new), and it replaces Optuna's split and
+log-CDF functions (its asymptotic series included), for the process, with whole-array versions. Every float
+is computed by the same operations in the same order as in Optuna, so the suggestions are bit-identical
+to TPESampler's (tests/test_fast_tpe.py).
 
 This reaches into private parts of Optuna 5.0's TPE, and so do the ask processes' proposals
 (coordinator/ask_pool.py). Their source is fingerprinted: on an Optuna whose code there is not the code
@@ -24,6 +25,7 @@ import hashlib
 import inspect
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,12 +36,14 @@ from optuna.samplers._tpe import _erf, _truncnorm, parzen_estimator, probability
 from optuna.samplers._tpe import sampler as tpe_sampler
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
 from optuna.samplers._tpe.probability_distributions import _BatchedCategoricalDistributions
+from optuna.search_space import intersection
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 TPE = optuna.samplers.TPESampler
 # What the fast path relies on: the Parzen estimator, its mixture's log-density and the truncated-normal
-# functions it reproduces (whole modules), the sampler's code around the representation and the split;
+# functions it reproduces (whole modules), the sampler's code around the representation, the split and
+# the search space it intersects;
 # what a proposal made without a trial relies on: the sampling steps of an ask and their callers, and
 # where the sampler keeps its random states (seeded per proposal); and what its freshness relies on
 # (coordinator/ask_pool.py): the split and its size.
@@ -47,10 +51,11 @@ CHECKED_SOURCES = (probability_distributions, parzen_estimator, _truncnorm, _erf
                    TPE._get_params, TPE._build_parzen_estimator, TPE._compute_acquisition_func, TPE._sample,
                    tpe_sampler._split_trials, tpe_sampler._split_complete_trials_single_objective,
                    tpe_sampler.default_gamma, tpe_sampler._get_infeasible_trial_score, TPE.sample_relative,
-                   TPE._sample_relative, TPE.sample_independent, optuna.trial.Trial._suggest,
+                   TPE._sample_relative, TPE.sample_independent, TPE.infer_relative_search_space, intersection,
+                   optuna.trial.Trial._suggest,
                    optuna.trial.Trial._is_relative_param, optuna.Study._get_trials, TPE.__init__,
                    optuna.samplers.RandomSampler, LazyRandomState, FrozenTrial)
-CHECKED_FINGERPRINT = "9b3e122899c83cb0"
+CHECKED_FINGERPRINT = "1601420c5b3ed947"
 
 
 def fingerprint() -> str | None:
@@ -185,6 +190,42 @@ def _split_trials(study: optuna.Study, trials: list[FrozenTrial], n_below: int) 
     return [trials[i] for i in order if low[i]], [trials[i] for i in order if not low[i]]
 
 
+class _FoldedIntersection:
+    """`IntersectionSearchSpace(include_pruned=True)`, as TPESampler keeps it: the parameters whose
+    distribution is the same in every COMPLETE or PRUNED trial, sorted by name. Optuna's re-intersects
+    every trial from the oldest running one at each ask (about the 26 in flight, a dozen distribution
+    comparisons each); this folds each finished trial in once, so an ask folds the one or two that
+    finished since. The distributions are shared, not copied: nothing in a TPE ask changes them."""
+
+    FOLDED = (TrialState.COMPLETE, TrialState.PRUNED)
+    OPEN = (TrialState.RUNNING, TrialState.WAITING)
+
+    def __init__(self) -> None:
+        self._space: dict[str, BaseDistribution] | None = None
+        self._folded: set[int] = set()
+        self._scan_from = -1  # every trial numbered below it was scanned when no longer open
+        self._study_id: int | None = None
+
+    def calculate(self, study: optuna.Study, use_cache: bool = False) -> dict[str, BaseDistribution]:
+        if self._study_id not in (None, study._study_id):
+            raise ValueError("`IntersectionSearchSpace` cannot handle multiple studies.")
+        self._study_id = study._study_id
+        trials = study._get_trials(deepcopy=False, use_cache=use_cache)
+        scan_from = trials[-1].number + 1 if trials else -1
+        for trial in reversed(trials):
+            if trial.number < self._scan_from:
+                break
+            if trial.state in self.OPEN:
+                scan_from = trial.number
+            elif trial.state in self.FOLDED and trial._trial_id not in self._folded:
+                self._folded.add(trial._trial_id)
+                dists = trial.distributions
+                self._space = (dict(dists) if self._space is None else
+                               {name: dist for name, dist in self._space.items() if dists.get(name) == dist})
+        self._scan_from = scan_from
+        return dict(sorted((self._space or {}).items()))
+
+
 def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     keys = np.empty(a.size, dtype=complex)
     keys.real, keys.imag = a.ravel(), b.ravel()
@@ -275,10 +316,13 @@ class _GridMasses:
         if len(self._rows) + len(sigmas) > self.MAX_ROWS:
             self._clear()
         rows = np.array([self._row(value) for value in sigmas])[sigma_of]
-        mass = _Entries(self._mass, self._sigma, rows, (2 * x[:, None] - twice_mu).astype(np.intp) + self.reach,
+        # Flat indices into the tables: 2 (x - mu) is exact, so it is the difference of the integers.
+        twice_mu = twice_mu.astype(np.intp)
+        mass = _Entries(self._mass, self._sigma, (2 * x).astype(np.intp)[:, None] + (rows * self._mass.shape[1]
+                                                                                    + self.reach - twice_mu),
                         lambda cols: (cols - self.reach - self.step) / 2,
                         lambda cols: (cols - self.reach + self.step) / 2)
-        norm = _Entries(self._norm, self._sigma, rows, (twice_mu - 2 * self.low).astype(np.intp),
+        norm = _Entries(self._norm, self._sigma, rows * self._norm.shape[1] + twice_mu - 2 * self.low,
                         lambda cols: -(cols + self.step) / 2, lambda cols: (self.reach - cols + self.step) / 2)
         return mass, norm
 
@@ -296,25 +340,23 @@ _NONE = np.empty(0)
 
 
 class _Entries:
-    """The entries table[rows, cols] of one mass table, with the (a, b) of those not computed yet: the
-    exact numerators left(cols) and right(cols) of their interval's ends, divided by their row's sigma.
-    The table and its sigmas are the ones the rows index, even if the grid replaces them meanwhile."""
+    """The entries of one mass table at flat indices, with the (a, b) of those not computed yet: the exact
+    numerators left(col) and right(col) of their interval's ends, divided by their row's sigma. The table
+    and its sigmas are the ones the indices point into, even if the grid replaces them meanwhile."""
 
-    def __init__(self, table: np.ndarray, sigma: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                 left: Any, right: Any):
-        self._table, self._rows, self._cols = table, rows, cols
-        self._values = table[rows, cols]
+    def __init__(self, table: np.ndarray, sigma: np.ndarray, index: np.ndarray, left: Any, right: Any):
+        self._flat, self._index = table.reshape(-1), index
+        self._values = self._flat.take(index)
         missing = np.isnan(self._values)
         self.a = self.b = _NONE
         if missing.any():
-            need_rows, need_cols = np.broadcast_to(rows, cols.shape)[missing], cols[missing]
-            self._pairs = np.divmod(np.unique(need_rows * table.shape[1] + need_cols), table.shape[1])
-            pair_sigma = sigma[self._pairs[0]]
-            self.a, self.b = left(self._pairs[1]) / pair_sigma, right(self._pairs[1]) / pair_sigma
+            self._pairs = np.unique(index[missing])
+            rows, cols = np.divmod(self._pairs, table.shape[1])
+            self.a, self.b = left(cols) / sigma[rows], right(cols) / sigma[rows]
 
     def fill(self, masses: np.ndarray) -> None:
-        self._table[self._pairs] = masses
-        self._values = self._table[self._rows, self._cols]
+        self._flat[self._pairs] = masses
+        self._values = self._flat.take(self._index)
 
     def values(self) -> np.ndarray:
         return self._values
@@ -440,8 +482,8 @@ class FastTPESampler(TPE):
         self._masses = _MassCache()
         self._grids: dict[tuple[int, int, int], _GridMasses] = {}
         self._parzen_estimator_cls = self._estimator
-        self._rows: dict[int, tuple[FrozenTrial, tuple[float, ...] | None]] = {}
-        self._rows_space: tuple[tuple[str, BaseDistribution], ...] = ()
+        self._search_space = _FoldedIntersection()  # type: ignore[assignment]
+        self._rows: _Rows | None = None
 
     def seed_draw(self, seed: int) -> None:
         """Seed the random states of the next suggestion: TPE's own and its random sampler's (startup
@@ -457,20 +499,54 @@ class FastTPESampler(TPE):
         """The values TPESampler._get_internal_repr gives, as float64 columns (categorical indices are
         small integers, exact in a float; the estimator turns every column into float64 anyway)."""
         space = tuple(search_space.items())
-        rows = []
-        if space != self._rows_space:
-            self._rows, self._rows_space = {}, space
-        for trial in trials:
-            cached = self._rows.get(trial._trial_id)
-            if cached is not None and cached[0] is trial:
-                row = cached[1]
-            else:
-                params = self._get_params(trial, study)
-                row = (tuple(dist.to_internal_repr(params[name]) for name, dist in space)
-                       if search_space.keys() <= params.keys() else None)
-                if trial.state.is_finished():
-                    self._rows[trial._trial_id] = (trial, row)
-            if row is not None:
-                rows.append(row)
-        table = np.array(rows, dtype=float).reshape(len(rows), len(space))
+        if self._rows is None or self._rows.space != space:
+            self._rows = _Rows(space)
+        table = self._rows.table(trials, lambda trial: self._get_params(trial, study))
         return {name: table[:, j] for j, (name, _) in enumerate(space)}
+
+
+class _Rows:
+    """Trials' internal representations over one search space, one row each: a finished trial's kept in a
+    growing table (a finished FrozenTrial never changes), a running one's read afresh."""
+
+    def __init__(self, space: tuple[tuple[str, BaseDistribution], ...]):
+        self.space = space
+        self._at: dict[int, tuple[FrozenTrial, int | None]] = {}  # trial id: the trial, its row (None: outside)
+        self._kept = np.empty((64, len(space)))
+        self._used = 0
+
+    def table(self, trials: list[FrozenTrial], params_of: Callable[[FrozenTrial], dict[str, Any]]) -> np.ndarray:
+        """The rows of the trials whose parameters cover the space, in the trials' order."""
+        index, running = [], []
+        for trial in trials:
+            kept = self._at.get(trial._trial_id)
+            if kept is not None and kept[0] is trial:
+                at = kept[1]
+            else:
+                row = self._row(params_of(trial))
+                if trial.state.is_finished():
+                    at = None if row is None else self._keep(row)
+                    self._at[trial._trial_id] = (trial, at)
+                elif row is not None:
+                    running.append(row)
+                    at = -len(running)  # the running rows follow the kept ones
+                else:
+                    at = None
+            if at is not None:
+                index.append(at)
+        rows = np.asarray(index, dtype=np.intp)
+        rows[rows < 0] = self._used - 1 - rows[rows < 0]
+        table = np.concatenate([self._kept[:self._used], np.array(running, dtype=float).reshape(-1, len(self.space))])
+        return table.take(rows, axis=0)
+
+    def _row(self, params: dict[str, Any]) -> tuple[float, ...] | None:
+        if not all(name in params for name, _ in self.space):
+            return None
+        return tuple(dist.to_internal_repr(params[name]) for name, dist in self.space)
+
+    def _keep(self, row: tuple[float, ...]) -> int:
+        if self._used == len(self._kept):
+            self._kept = np.concatenate([self._kept, np.empty_like(self._kept)])
+        self._kept[self._used] = row
+        self._used += 1
+        return self._used - 1

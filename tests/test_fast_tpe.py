@@ -56,7 +56,32 @@ def test_suggestions_are_bit_identical_to_plain_tpe(existing: int, asks: int, mo
     plain = suggestions(optuna.samplers.TPESampler(**SETTINGS), existing, asks)
     fast = fast_tpe.FastTPESampler(**SETTINGS)
     assert suggestions(fast, existing, asks) == plain
-    assert fast._grids and fast._rows  # the caches served, rather than Optuna's fallbacks
+    assert fast._grids and fast._rows is not None and fast._rows._used  # the caches served, not Optuna's fallbacks
+
+
+def test_the_folded_search_space_is_optunas():
+    """At every ask, with trials in flight finishing out of order, pruned, failed and waiting ones, and a
+    parameter whose range changes (it leaves the intersection) and one that only some trials have."""
+    study = optuna.create_study(direction="maximize")
+    ours, optunas = fast_tpe._FoldedIntersection(), optuna.search_space.IntersectionSearchSpace(include_pruned=True)
+    rng, running = np.random.default_rng(2), []
+    for i in range(120):
+        if i % 13 == 5:
+            study.enqueue_trial({"x": 0.5})  # a WAITING trial until the next ask takes it
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("n", 1, 9 if i < 60 else 10)
+        if i % 4:
+            trial.suggest_categorical("c", ["a", "b"])
+        running.append(trial)
+        if len(running) > 5:
+            done = running.pop(int(rng.integers(len(running))))
+            state = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][int(rng.integers(3))]
+            study.tell(done, float(rng.uniform()) if state == TrialState.COMPLETE else None, state=state)
+        expected = optunas.calculate(study, use_cache=True)
+        got = ours.calculate(study, use_cache=True)
+        assert list(got.items()) == list(expected.items())
+    assert list(got) == ["x"]
 
 
 def test_the_log_normal_cdf_is_optunas_bit_for_bit():
@@ -162,8 +187,7 @@ def test_masses_computed_together_are_the_ones_computed_apart():
         a = np.concatenate([-rng.uniform(0, 3, central), rng.uniform(0.1, 3, 50)])
         b = np.concatenate([rng.uniform(0.1, 3, central), a[central:] + rng.uniform(0.1, 2, 50)])
         table = np.full((1, a.size), np.nan)
-        return fast_tpe._Entries(table, np.ones(1), np.zeros(a.size, dtype=np.intp), np.arange(a.size),
-                                 lambda cols: a[cols], lambda cols: b[cols])
+        return fast_tpe._Entries(table, np.ones(1), np.arange(a.size), lambda cols: a[cols], lambda cols: b[cols])
 
     entries = [lookup(central) for central in sizes]
     apart = [_truncnorm._log_gauss_mass(e.a, e.b) for e in entries]
