@@ -309,22 +309,32 @@ class _GridMasses:
         """Each kernel's log mass over each sample's step, and its log mass over the range, as table entries
         (`_compute` fills those not computed yet); None unless the samples and the means are on the grid
         this relies on."""
-        twice_mu = 2 * mu
-        if not (_on_grid(x, self.low, self.high) and _on_grid(twice_mu, 2 * self.low, 2 * self.high)):
+        x_int, twice_mu = _integers(x, self.low, self.high), _integers(2 * mu, 2 * self.low, 2 * self.high)
+        if x_int is None or twice_mu is None:
             return None
-        sigmas, sigma_of = np.unique(sigma, return_inverse=True)
-        if len(self._rows) + len(sigmas) > self.MAX_ROWS:
-            self._clear()
-        rows = np.array([self._row(value) for value in sigmas])[sigma_of]
+        rows = self._rows_of(sigma)
         # Flat indices into the tables: 2 (x - mu) is exact, so it is the difference of the integers.
-        twice_mu = twice_mu.astype(np.intp)
-        mass = _Entries(self._mass, self._sigma, (2 * x).astype(np.intp)[:, None] + (rows * self._mass.shape[1]
-                                                                                    + self.reach - twice_mu),
+        mass = _Entries(self._mass, self._sigma, 2 * x_int[:, None] + (rows * self._mass.shape[1] + self.reach
+                                                                       - twice_mu),
                         lambda cols: (cols - self.reach - self.step) / 2,
                         lambda cols: (cols - self.reach + self.step) / 2)
         norm = _Entries(self._norm, self._sigma, rows * self._norm.shape[1] + twice_mu - 2 * self.low,
                         lambda cols: -(cols + self.step) / 2, lambda cols: (self.reach - cols + self.step) / 2)
         return mass, norm
+
+    def _rows_of(self, sigma: np.ndarray) -> np.ndarray:
+        """Each kernel's row, adding rows for sigmas not seen before. Usually every sigma has its row
+        already: then they are looked up in the few rows' sigmas, sorted."""
+        if self._sigma.size:
+            order = np.argsort(self._sigma)
+            known = self._sigma[order]
+            at = np.minimum(np.searchsorted(known, sigma), known.size - 1)
+            if np.array_equal(known[at], sigma):
+                return order[at]
+        sigmas, sigma_of = np.unique(sigma, return_inverse=True)
+        if len(self._rows) + len(sigmas) > self.MAX_ROWS:
+            self._clear()
+        return np.array([self._row(value) for value in sigmas])[sigma_of]
 
     def _row(self, sigma: float) -> int:
         row = self._rows.get(sigma)
@@ -387,8 +397,13 @@ def _compute(entries: list[_Entries]) -> None:
             entry.fill(part)
 
 
-def _on_grid(values: np.ndarray, low: float, high: float) -> bool:
-    return bool(np.all(values == np.round(values)) and values.min() >= low and values.max() <= high)
+def _integers(values: np.ndarray, low: int, high: int) -> np.ndarray | None:
+    """The values as integers, or None unless they all are integers within [low, high]."""
+    with np.errstate(invalid="ignore"):  # NaN or infinite: no integer, refused below
+        ints = values.astype(np.intp)
+    if not (np.array_equal(ints, values) and ints.min() >= low and ints.max() <= high):
+        return None
+    return ints
 
 
 def _grid_key(dist: Any) -> tuple[int, int, int] | None:
