@@ -7,11 +7,12 @@ normaliser) through a scalar Python function per element, behind a cache far too
 ranks the trials, and takes the log of the normal CDF (sampling's inverse CDF runs it about 1,500 times
 an ask), through a Python call per element. `FastTPESampler` keeps what each finished trial contributes
 (its row in one table, its part of the search space), its Parzen estimators look masses up in caches of
-the ones computed before and compute the missing ones in a few shared calls (after each ask, every
-kernel of "above" has a new bandwidth, so its masses are new), and it replaces Optuna's split and
-log-CDF functions (its asymptotic series included), for the process, with whole-array versions. Every float
-is computed by the same operations in the same order as in Optuna, so the suggestions are bit-identical
-to TPESampler's (tests/test_fast_tpe.py).
+the ones computed before and compute the missing ones in a few shared calls (while a side has under 100
+kernels, Optuna's least bandwidth shrinks with each new one, so most of an ask's masses are new; from
+100 on nearly all are found), and it replaces Optuna's split and log-CDF functions (its asymptotic
+series included), for the process, with whole-array versions. Every float is computed by the same
+operations in the same order as in Optuna, so the suggestions are bit-identical to TPESampler's
+(tests/test_fast_tpe.py).
 
 This reaches into private parts of Optuna 5.0's TPE, and so do the ask processes' proposals
 (coordinator/ask_pool.py). Their source is fingerprinted: on an Optuna whose code there is not the code
