@@ -136,17 +136,26 @@ def test_an_optuna_whose_code_differs_gets_the_plain_sampler(monkeypatch: pytest
 
 def test_the_mass_cache_gives_optunas_values(monkeypatch: pytest.MonkeyPatch):
     """Each (a, b) as `_truncnorm._log_gauss_mass` computes it, whether first seen, recent, merged into
-    the large tier or after a restart; NaN and both zeros included."""
+    the large tier or after a restart, or taken from the start of one of the latest calls (two of
+    them, of different sizes, each the one before with its tail changed); NaN and both zeros included."""
     monkeypatch.setattr(fast_tpe._MassCache, "RECENT", 64)
     monkeypatch.setattr(fast_tpe._MassCache, "LIMIT", 300)
     rng = np.random.default_rng(1)
     cache = fast_tpe._MassCache()
-    for _ in range(12):  # a == b gives log(0): a warning, as in Optuna
-        a = np.round(rng.normal(0, 8, 150), 1)
-        b = a + np.round(rng.uniform(0, 5, 150), 1)
-        a[:3], b[:3] = [np.nan, -0.0, 0.0], [1.0, 0.5, 0.5]
-        np.testing.assert_array_equal(cache(a.reshape(10, 15), b.reshape(10, 15)),
-                                      _truncnorm._log_gauss_mass(a, b).reshape(10, 15))
+    latest = {size: np.round(np.cumsum([rng.normal(0, 8, size), rng.uniform(0, 5, size)], axis=0), 1)
+              for size in (150, 120)}
+    for i in range(24):  # a == b gives log(0): a warning, as in Optuna
+        size = (150, 120)[i % 2]
+        a, b = latest[size]
+        keep = int(rng.integers(size))
+        a, b = np.concatenate([a[:keep], np.round(rng.normal(0, 8, size - keep), 1)]), b.copy()
+        b[keep:] = a[keep:] + np.round(rng.uniform(0, 5, size - keep), 1)
+        if i % 3 == 0:
+            at = int(rng.integers(size - 3))
+            a[at:at + 3], b[at:at + 3] = [np.nan, -0.0, 0.0], [1.0, 0.5, 0.5]
+        latest[size] = np.stack([a, b])
+        np.testing.assert_array_equal(cache(a.reshape(-1, 15), b.reshape(-1, 15)),
+                                      _truncnorm._log_gauss_mass(a, b).reshape(-1, 15))
 
 
 @pytest.mark.parametrize("dist", [IntDistribution(0, 20), IntDistribution(0, 20, step=2),
