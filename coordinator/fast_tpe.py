@@ -316,9 +316,9 @@ class _GridMasses:
 
     def _clear(self) -> None:
         self._rows: dict[float, int] = {}
-        self._sigma = np.empty(0)
-        self._mass = np.empty((0, 2 * self.reach + 1))  # column: 2 (x - mu) + reach
-        self._norm = np.empty((0, self.reach + 1))  # column: 2 (mu - low)
+        self._sigma = np.empty(0)  # each row's
+        self._mass = np.full((8, 2 * self.reach + 1), np.nan)  # column: 2 (x - mu) + reach
+        self._norm = np.full((8, self.reach + 1), np.nan)  # column: 2 (mu - low)
 
     def entries(self, x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> tuple[_Entries, _Entries] | None:
         """Each kernel's log mass over each sample's step, and its log mass over the range, as table entries
@@ -356,8 +356,8 @@ class _GridMasses:
         if row is None:
             row = self._rows[sigma] = len(self._rows)
             self._sigma = np.append(self._sigma, sigma)
-            self._mass = np.vstack([self._mass, np.full(self._mass.shape[1], np.nan)])
-            self._norm = np.vstack([self._norm, np.full(self._norm.shape[1], np.nan)])
+            if row == len(self._mass):  # twice the rows: under 100 kernels an ask brings new sigmas
+                self._mass, self._norm = (np.vstack([t, np.full_like(t, np.nan)]) for t in (self._mass, self._norm))
         return row
 
 
